@@ -92,6 +92,161 @@ def _cmd_data_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--data", type=Path, required=required, default=None,
+        help="EchoNet-Dynamic-format folder (default: the built-in synthetic dataset, generated "
+        "and cached on first use)",
+    )
+
+
+def _resolve_data(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from echoedge.data.default import default_dataset
+
+    return default_dataset()
+
+
+def _resolve_checkpoint(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    from echoedge.errors import CheckpointError
+    from echoedge.model.checkpoint import SHIPPED
+
+    if not SHIPPED.is_file():
+        raise CheckpointError(f"{SHIPPED}: the shipped checkpoint is missing from this install")
+    return SHIPPED
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "info", help="parameters, FLOPs and a per-stage table of an Echo-E3Net config",
+        description="Counts parameters and FLOPs (torch.utils.flop_counter, batch 1). The paper's "
+        "'8.05 GFLOPs' counts one multiply-add as one FLOP; both conventions are printed.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="preset name (default: paper)")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from echoedge.model.config import get_config
+    from echoedge.model.info import format_info, model_info
+
+    print(format_info(model_info(get_config(args.config))))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train Echo-E3Net on an EchoNet-Dynamic-format dataset",
+        description="AdamW + warm-up + cosine, shift augmentation, per-epoch VAL MAE, best.pt and "
+        "last.pt in --out, log.csv/log.json/curves.png. Uses CUDA (bf16 autocast) when present; "
+        "for several GPUs or processes launch with `torchrun --nproc_per_node N -m echoedge.cli train ...`.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="EchoNet-Dynamic-format folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="model preset (default: paper)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--repeats", type=int, default=1, help="clips per TRAIN video per epoch")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-clips", type=int, default=2, help="clips per VAL video for the epoch MAE")
+    p.add_argument("--val-videos", type=int, default=None, help="limit VAL videos (faster epochs)")
+    p.add_argument("--max-train-videos", type=int, default=None)
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="fit the cosine schedule so that training ends within this wall time")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--cache-dir", type=Path, default=None, help="decoded-frame cache folder")
+    p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from echoedge.model.train import TrainConfig, train
+
+    tc = TrainConfig(
+        data=str(args.data), out=str(args.out), config=args.config, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        repeats=args.repeats, workers=args.workers, seed=args.seed, val_clips=args.val_clips,
+        val_videos=args.val_videos, max_train_videos=args.max_train_videos,
+        time_budget_s=args.time_budget, device=args.device, amp=not args.no_amp,
+        cache_dir=str(args.cache_dir) if args.cache_dir else None, resume=args.resume,
+        progress=not args.no_progress,
+    )
+    res = train(tc)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"best VAL MAE {res.best_val_mae:.2f} after {res.epochs} epochs in {res.wall_s / 60:.1f} min; "
+              f"checkpoints: {res.best}, {res.last}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="per-video EF metrics of a checkpoint on one split",
+        description="Per-video EF = mean over N evenly spaced clips. Prints MAE, RMSE, R2, bias, "
+        "the EF-band confusion and the MAE of always predicting the TRAIN mean; writes "
+        "results.json and scatter.png to --out.",
+    )
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    _data_arg(p)
+    p.add_argument("--split", default="TEST", type=str.upper, choices=["TRAIN", "VAL", "TEST"])
+    p.add_argument("--clips", type=int, default=4, help="clips per video (0 = every start)")
+    p.add_argument("--videos", type=int, default=None, help="only the first N videos of the split")
+    p.add_argument("--config", default=None, help="fail unless the checkpoint is of this preset")
+    p.add_argument("--out", type=Path, default=Path("runs/evaluate"))
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from echoedge.model.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(
+        _resolve_checkpoint(args.checkpoint), _resolve_data(args.data), split=args.split,
+        clips_per_video=args.clips or None, videos=args.videos, out=args.out,
+        cache_dir=args.cache_dir, expect_config=args.config,
+    )
+    print(res.describe())
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'scatter.png'}")
+    return 0
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="the main job, end to end, on the built-in default",
+        description="Generate (or reuse) the built-in synthetic EchoNet-format dataset, print its "
+        "summary, and evaluate the shipped checkpoint on its TEST split. --data/--checkpoint switch "
+        "to your EchoNet-Dynamic copy and model. Later stages (calibrate, export, validate) join "
+        "this job as they land.",
+    )
+    _data_arg(p)
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    p.add_argument("--videos", type=int, default=None, help="evaluate only the first N TEST videos")
+    p.add_argument("--clips", type=int, default=4, help="clips per video")
+    p.add_argument("--out", type=Path, default=Path("runs/run"))
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from echoedge.data.echonet import EchoNet
+    from echoedge.model.evaluate import evaluate_checkpoint
+
+    data = _resolve_data(args.data)
+    print(f"dataset: {data}")
+    print(EchoNet(data).summary())
+    res = evaluate_checkpoint(_resolve_checkpoint(args.checkpoint), data, split="TEST",
+                              clips_per_video=args.clips, videos=args.videos, out=args.out)
+    print(res.describe())
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'scatter.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-edge",
@@ -105,8 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"echo-edge {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _add_run(sub)
     _add_synth(sub)
     _add_data(sub)
+    _add_info(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     return parser
 
 

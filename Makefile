@@ -1,0 +1,35 @@
+# The two commands that matter on a fresh machine:
+#   make demo   set everything up, then run the main job on the built-in default
+#   make test   set everything up, then run the test suite
+# Both create (or reuse) the virtual environment in .venv; the install is skipped while
+# requirements.txt and pyproject.toml are unchanged.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.echo-edge-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	# tf_keras without its dependencies, or it pulls the full tensorflow beside tensorflow-cpu
+	$(PY) -m pip install -q --no-deps tf_keras==2.21.0
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/echo-edge run
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_synth.py
+	$(PY) bench/bench_eager.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

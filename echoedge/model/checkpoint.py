@@ -1,0 +1,146 @@
+"""One-file checkpoints: state dict + model config + ClipSpec + data fingerprint + metrics.
+
+Saved with plain containers only (dicts, lists, str, numbers, tensors) so that they load with
+`torch.load(weights_only=True)`: a checkpoint can never execute code on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echoedge.data.clipspec import ClipSpec
+from echoedge.errors import CheckpointError, EchoEdgeError
+
+FORMAT_VERSION = 1
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "e3net_paper_synthetic.pt"
+
+
+@dataclass
+class Checkpoint:
+    model: Any  # EchoE3Net (typed loosely to keep torch out of import time)
+    config: Any  # E3NetConfig
+    spec: ClipSpec
+    data_fingerprint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    sha256: str = ""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Any,
+    config: Any,
+    spec: ClipSpec,
+    data_fingerprint: str,
+    metrics: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically (temporary name, then rename) so an interrupted save keeps the old file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = model.module if hasattr(model, "module") else model
+    payload: dict[str, Any] = {
+        "format": "echo-edge-checkpoint",
+        "format_version": FORMAT_VERSION,
+        "model_config": config.to_dict(),
+        "clip_spec": spec.to_dict(),
+        "data_fingerprint": data_fingerprint,
+        # Through JSON so only plain types reach the pickle (weights_only=True refuses the rest,
+        # e.g. torch.__version__ is a TorchVersion object).
+        "metrics": _plain(metrics or {}),
+        "meta": _plain(meta or {}),
+        "state_dict": {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+                       for k, v in net.state_dict().items()},
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(obj: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a corrupt or foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != "echo-edge-checkpoint":
+        raise CheckpointError(f"{path}: not an echo-edge checkpoint")
+    for key in ("model_config", "clip_spec", "state_dict"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    return payload
+
+
+def load_checkpoint(path: str | Path, expect_config: str | None = None) -> Checkpoint:
+    """Load a checkpoint into a fresh EchoE3Net in eval mode.
+
+    `expect_config` (a preset name) turns a checkpoint of another config into a clear error
+    rather than a silently different model.
+    """
+    from echoedge.model.config import E3NetConfig
+    from echoedge.model.network import EchoE3Net
+
+    path = Path(path)
+    payload = read_payload(path)
+    try:
+        cfg = E3NetConfig.from_dict(payload["model_config"])
+        spec = ClipSpec.from_dict(payload["clip_spec"])
+    except EchoEdgeError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    if expect_config is not None and cfg.name != expect_config:
+        raise CheckpointError(
+            f"{path}: checkpoint is of config '{cfg.name}', but '{expect_config}' was asked for"
+        )
+    model = EchoE3Net(cfg)
+    try:
+        result = model.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        raise CheckpointError(
+            f"{path}: weights do not fit config '{cfg.name}' ({str(e).splitlines()[-1].strip()[:160]})"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        n_miss, n_unexp = len(result.missing_keys), len(result.unexpected_keys)
+        raise CheckpointError(
+            f"{path}: weights do not fit config '{cfg.name}' ({n_miss} missing, "
+            f"{n_unexp} unexpected tensors; was it saved from another version or config?)"
+        )
+    model.eval()
+    return Checkpoint(
+        model=model,
+        config=cfg,
+        spec=spec,
+        data_fingerprint=str(payload.get("data_fingerprint", "")),
+        metrics=dict(payload.get("metrics", {})),
+        meta=dict(payload.get("meta", {})),
+        path=path,
+        sha256=file_sha256(path),
+    )
