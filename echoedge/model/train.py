@@ -278,15 +278,6 @@ def train(tc: TrainConfig) -> TrainResult:
                 bar.update(task, advance=1, loss=f"loss {sums.get('total', 0.0) / n_batches:.3f}")
         train_s = time.time() - t_epoch
 
-        if tc.time_budget_s and epoch == start_epoch:
-            # Fit the cosine schedule to the time we have, measured on the first epoch (+10 %
-            # for validation), so a budgeted run still ends with a fully decayed learning rate.
-            elapsed = time.time() - t_start
-            fit = int((tc.time_budget_s - elapsed) / (train_s * 1.1)) + epoch + 1
-            if fit < total_epochs:
-                total_epochs = max(epoch + 1, fit)
-                sched_fn.total = total_epochs * steps_per_epoch
-
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_s": round(train_s, 2)}
         row.update({f"train_{k}": v / max(1, n_batches) for k, v in sums.items()})
         if dist.main:
@@ -312,6 +303,9 @@ def train(tc: TrainConfig) -> TrainResult:
                   f"val MAE {m.mae:.2f}  RMSE {m.rmse:.2f}  R2 {m.r2:.3f}  ({row['epoch_s']:.0f} s)"
                   + ("  *best" if improved else ""), flush=True)
         dist.barrier()
+        if tc.time_budget_s and epoch == start_epoch:
+            total_epochs = _fit_to_budget(tc.time_budget_s, t_start, t_epoch, epoch, total_epochs, dist)
+            sched_fn.total = total_epochs * steps_per_epoch
         epoch += 1
 
     if dist.enabled:
@@ -320,6 +314,25 @@ def train(tc: TrainConfig) -> TrainResult:
         tdist.destroy_process_group()
     return TrainResult(out=out, best=best_path, last=last_path, epochs=total_epochs,
                        best_val_mae=best_mae, wall_s=time.time() - t_start, history=history)
+
+
+def _fit_to_budget(budget_s: float, t_start: float, t_epoch: float, epoch: int, total: int, dist: _Dist) -> int:
+    """Shrink the number of epochs so the run ends within the budget, judged on the first full
+    epoch (training and validation) with 5 % headroom; the cosine schedule then still decays
+    fully. Rank 0 decides and broadcasts, so every process runs the same number of epochs."""
+    per_epoch = (time.time() - t_epoch) * 1.05
+    fit = epoch + 1 + int((budget_s - (time.time() - t_start)) / per_epoch)
+    new_total = min(total, max(epoch + 1, fit))
+    if dist.enabled:
+        import torch
+        import torch.distributed as tdist
+
+        t = torch.tensor([new_total], dtype=torch.int64)
+        if tdist.get_backend() == "nccl":
+            t = t.cuda()
+        tdist.broadcast(t, src=0)
+        new_total = int(t.item())
+    return new_total
 
 
 def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
