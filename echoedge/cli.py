@@ -247,6 +247,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="draw an echo calibration set for int8 quantization",
+        description="Draw N clips from TRAIN (or VAL; never TEST) with a strategy: random, "
+        "ef-stratified (equal share per EF band <40, 40-49, 50-59, >=60, so low-EF hearts are "
+        "represented) or phase-aware (clips holding the traced ED and ES frames). Clips use the "
+        "checkpoint's ClipSpec and normalisation. Writes calibration.npz and manifest.json "
+        "(strategy, N, seed, video ids, starts, sha256 per clip, dataset fingerprint).",
+    )
+    _data_arg(p)
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    p.add_argument("--strategy", default="ef-stratified", help="random | ef-stratified | phase-aware")
+    p.add_argument("--size", type=int, default=128, help="number of clips (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="TRAIN", type=str.upper, help="TRAIN or VAL")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from echoedge.calibration import calibrate, describe
+
+    cs = calibrate(_resolve_data(args.data), _resolve_checkpoint(args.checkpoint), args.out,
+                   calibration=f"{args.strategy}:{args.size}", seed=args.seed, split=args.split,
+                   cache_dir=args.cache_dir)
+    print(describe(cs))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-edge",
@@ -266,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_calibrate(sub)
     return parser
 
 
