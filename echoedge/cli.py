@@ -278,6 +278,42 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="convert a checkpoint into on-device artefacts",
+        description="Rewrite the model into its deploy form (2D ops only, checked equal to the "
+        "reference), draw one echo calibration set, and convert to each format and precision. "
+        "Each artefact is a folder ARTEFACTS/<format>-<precision>/ with the model file and "
+        "manifest.json; writes are atomic (a failed conversion leaves no folder).",
+    )
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    _data_arg(p)
+    p.add_argument("--format", default="executorch", help="executorch (comma list or 'all')")
+    p.add_argument("--precision", default="fp32,int8", help="comma list: fp32,int8 (default both)")
+    p.add_argument("--calibration", default="ef-stratified:128",
+                   help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware)")
+    p.add_argument("--calibration-set", type=Path, default=None,
+                   help="reuse a set written by `echo-edge calibrate` instead of drawing one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("artefacts"), help="artefacts folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing artefact folders")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from echoedge.convert.export import CONVERTERS, export, parse_list
+
+    formats = parse_list(args.format, tuple(CONVERTERS), "format")
+    precisions = parse_list(args.precision, ("fp32", "fp16", "int8"), "precision")
+    res = export(_resolve_checkpoint(args.checkpoint), _resolve_data(args.data), args.out, formats,
+                 precisions, calibration=args.calibration, calibration_set=args.calibration_set,
+                 seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir)
+    for path in res.artefacts:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-edge",
@@ -298,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_calibrate(sub)
+    _add_export(sub)
     return parser
 
 

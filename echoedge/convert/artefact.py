@@ -1,0 +1,271 @@
+"""The artefact folder contract: one model file plus `manifest.json`, written all-or-nothing.
+
+A runtime user needs nothing but the folder to feed the model correctly: the manifest carries the
+ClipSpec, the input/output tensors (names, shapes, dtypes, layouts, quantization of quantized I/O),
+the hashes that tie the file to its source checkpoint and calibration set, and the tool versions.
+
+Every converter builds into a hidden temporary sibling folder and renames it into place only when
+the build returned, so an exception or Ctrl-C never leaves a half-written artefact that a later
+`validate` would pick up as real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from echoedge.errors import EchoEdgeError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+FORMATS = ("executorch", "coreml", "tflite")
+# Echo-E3Net's fixed output order (echoedge.model.network.OUTPUT_NAMES, repeated here so reading a
+# manifest never imports torch).
+OUTPUT_NAMES = ("ef", "edv", "esv", "ed_landmarks", "es_landmarks")
+INPUT_NAME = "clip"
+
+
+@dataclass
+class TensorSpec:
+    """One input or output tensor of an artefact.
+
+    `layout` names the axes (e.g. "NCTHW"; "NK2" for landmarks: batch, landmark, (x/W, y/H)).
+    `scale`/`zero_point` are set only for quantized I/O (real = scale * (q - zero_point));
+    float I/O has both None.
+    """
+
+    name: str
+    shape: list[int]
+    dtype: str
+    layout: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class ArtefactManifest:
+    format: str  # one of FORMATS
+    precision: str  # "fp32", "fp16", "int8", ...
+    runtime: str  # what runs it, e.g. "executorch-xnnpack"
+    model_file: str  # file name inside the artefact folder
+    clip_spec: dict[str, Any]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]  # in OUTPUT_NAMES order
+    source_checkpoint_sha256: str
+    calibration_id: str | None = None  # None for float artefacts
+    model_sha256: str = ""  # filled by write_artefact from the file itself
+    model_bytes: int = 0  # likewise
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""  # ISO 8601, UTC; filled by write_artefact when empty
+    details: dict[str, Any] = field(default_factory=dict)  # converter-specific (delegation, ...)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> "ArtefactManifest":
+        if not isinstance(d, dict):
+            raise EchoEdgeError(f"{where}: manifest is not a JSON object")
+        required = [f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise EchoEdgeError(f"{where}: manifest lacks {', '.join(missing)}")
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise EchoEdgeError(f"{where}: manifest schema version {version!r} is newer than this "
+                                f"echo-edge understands ({SCHEMA_VERSION}); upgrade echo-edge")
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        try:
+            kw["inputs"] = [TensorSpec.from_dict(t) for t in d["inputs"]]
+            kw["outputs"] = [TensorSpec.from_dict(t) for t in d["outputs"]]
+        except (TypeError, AttributeError) as e:
+            raise EchoEdgeError(f"{where}: malformed inputs/outputs ({e})") from None
+        m = cls(**kw)
+        m.check(where)
+        return m
+
+    def check(self, where: str = "manifest") -> None:
+        """Raise EchoEdgeError on a manifest no runner could use (wrong types, empty names)."""
+        for name in ("format", "precision", "runtime", "model_file"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise EchoEdgeError(f"{where}: '{name}' must be a non-empty string")
+        if Path(self.model_file).name != self.model_file:
+            # The file must live inside the folder, so an artefact stays relocatable.
+            raise EchoEdgeError(f"{where}: model_file must be a bare file name, got {self.model_file!r}")
+        if not isinstance(self.clip_spec, dict):
+            raise EchoEdgeError(f"{where}: 'clip_spec' must be an object")
+        if not self.inputs or not self.outputs:
+            raise EchoEdgeError(f"{where}: manifest needs at least one input and one output")
+        for t in [*self.inputs, *self.outputs]:
+            if not isinstance(t.shape, list) or not all(isinstance(s, int) for s in t.shape):
+                raise EchoEdgeError(f"{where}: tensor '{t.name}' has a malformed shape {t.shape!r}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs[0].shape)
+
+
+def echo_tensor_specs(clip_shape: Sequence[int], output_shapes: Sequence[Sequence[int]],
+                      dtype: str = "float32") -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs/outputs of an Echo-E3Net artefact with float I/O, from the shapes it was built with."""
+    if len(output_shapes) != len(OUTPUT_NAMES):
+        raise EchoEdgeError(f"an Echo-E3Net artefact has {len(OUTPUT_NAMES)} outputs "
+                            f"({', '.join(OUTPUT_NAMES)}), got {len(output_shapes)}")
+    inputs = [TensorSpec(INPUT_NAME, [int(s) for s in clip_shape], dtype, "NCTHW")]
+    outputs = [
+        TensorSpec(name, [int(s) for s in shape], dtype, "N" if len(shape) == 1 else "NK2")
+        for name, shape in zip(OUTPUT_NAMES, output_shapes)
+    ]
+    return inputs, outputs
+
+
+def tool_versions(*extra: str) -> dict[str, str]:
+    """Versions of the tools that shaped an artefact, from package metadata (imports nothing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for dist in ("echo-edge", "torch", "numpy", *extra):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest],
+                   overwrite: bool = False) -> Path:
+    """Run `build(tmp_dir)` and move the folder it filled to `out_dir` only if it returned.
+
+    `build` writes the model file (and any side files) into `tmp_dir` and returns the manifest;
+    this function fills `model_sha256`, `model_bytes` and `created_at` from the file itself and
+    writes `manifest.json`. An existing `out_dir` is an error unless `overwrite`, and even then
+    only an artefact folder (one with a manifest) or an empty folder is replaced, so a typo in
+    --out cannot wipe an unrelated directory.
+    """
+    from echoedge.model.checkpoint import file_sha256
+
+    out_dir = Path(out_dir)
+    _check_target(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling, so the final rename stays on one file system (atomic); hidden, so find_artefacts
+    # and globbing users skip it.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the artefact should not be
+    try:
+        manifest = build(tmp)
+        if not isinstance(manifest, ArtefactManifest):
+            raise TypeError(f"artefact build returned {type(manifest).__name__}, not ArtefactManifest")
+        manifest.check(str(tmp / MANIFEST_NAME))
+        model = tmp / manifest.model_file
+        if not model.is_file():
+            raise EchoEdgeError(f"{out_dir}: the build did not write its model file {manifest.model_file}")
+        manifest.model_sha256 = file_sha256(model)
+        manifest.model_bytes = model.stat().st_size
+        manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        _move_into_place(tmp, out_dir, overwrite)
+    except BaseException:  # KeyboardInterrupt too: nothing half-built may survive
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise EchoEdgeError(f"{out_dir}: already exists; pass overwrite to replace it")
+    if not out_dir.is_dir():
+        raise EchoEdgeError(f"{out_dir}: exists and is not a folder; will not replace it")
+    if not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
+        raise EchoEdgeError(f"{out_dir}: exists and is not an artefact folder (no {MANIFEST_NAME}); "
+                            "will not replace it")
+
+
+def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    _check_target(out_dir, overwrite)  # again: the build may have taken minutes
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    # Swap via a backup so that a failure between the two renames restores the old artefact.
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.rmdir(old)
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(folder: str | Path) -> ArtefactManifest:
+    """The manifest of an artefact folder; EchoEdgeError naming the file if missing or corrupt."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EchoEdgeError(f"{folder}: artefact folder not found")
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise EchoEdgeError(f"{path}: not found; {folder} is not an echo-edge artefact")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EchoEdgeError(f"{path}: unreadable manifest ({e})") from None
+    try:
+        return ArtefactManifest.from_dict(data, where=str(path))
+    except TypeError as e:  # a field of the wrong kind reaching the dataclass
+        raise EchoEdgeError(f"{path}: malformed manifest ({e})") from None
+
+
+def verify_artefact(folder: str | Path) -> ArtefactManifest:
+    """read_manifest plus: the model file is there and its sha256 matches the manifest."""
+    from echoedge.model.checkpoint import file_sha256
+
+    folder = Path(folder)
+    m = read_manifest(folder)
+    model = folder / m.model_file
+    if not model.is_file():
+        raise EchoEdgeError(f"{model}: model file named in the manifest is missing")
+    if m.model_sha256 and file_sha256(model) != m.model_sha256:
+        raise EchoEdgeError(f"{model}: sha256 does not match the manifest (file changed or corrupt)")
+    return m
+
+
+def find_artefacts(root: str | Path) -> list[Path]:
+    """Artefact folders (those holding a manifest.json) at or below `root`, sorted.
+
+    Hidden folders are skipped: they are in-progress builds or backups of write_artefact.
+    """
+    root = Path(root)
+    if (root / MANIFEST_NAME).is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if MANIFEST_NAME in filenames:
+            found.append(Path(dirpath))
+            dirnames[:] = []  # an artefact does not nest artefacts
+    return sorted(found)

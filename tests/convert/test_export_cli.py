@@ -1,0 +1,61 @@
+"""`echo-edge export` end to end on a tiny checkpoint: deploy form, calibration set, two .pte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from echoedge.cli import main as cli_main
+from echoedge.model.checkpoint import save_checkpoint
+from echoedge.model.config import clip_spec_for, get_config
+from echoedge.model.network import EchoE3Net
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    model = EchoE3Net(cfg).eval()
+    return save_checkpoint(path, model, cfg, clip_spec_for(cfg, mean=35.0, std=48.0), "test")
+
+
+def test_export_cli_writes_fp32_and_int8_with_one_calibration_set(tmp_path: Path, synth_root: Path, capsys):
+    ck = _tiny_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "artefacts"
+    rc = cli_main(["export", "--checkpoint", str(ck), "--data", str(synth_root), "--format", "executorch",
+                   "--precision", "fp32,int8", "--calibration", "random:8", "--out", str(out),
+                   "--cache-dir", str(tmp_path / "frames")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "deploy form" in text
+    calib = json.loads((out / "calibration" / "manifest.json").read_text())
+    fp32 = json.loads((out / "executorch-fp32" / "manifest.json").read_text())
+    int8 = json.loads((out / "executorch-int8" / "manifest.json").read_text())
+    assert int8["calibration_id"] == calib["id"] and fp32["calibration_id"] is None
+    assert fp32["precision"] == "fp32" and int8["precision"] == "int8"
+    assert (out / "executorch-int8" / "model.pte").is_file()
+    # The int8 program runs and stays close to the 3D eager reference (random weights, 8 random
+    # calibration clips: a loose bound in EF points and normalised landmark units).
+    from echoedge.calibration import load_calibration_set
+    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.validate import EagerRunner, open_runner
+
+    x = load_calibration_set(out / "calibration").clips[:2]
+    eager = EagerRunner(load_checkpoint(ck).model)(x)
+    with open_runner(out / "executorch-int8") as r:
+        got = r(x)
+    ef_err = float(abs(got[0] - eager[0]).max())
+    lm_err = max(float(abs(got[k] - eager[k]).max()) for k in (3, 4))
+    assert ef_err <= 2.0 and lm_err <= 0.05, (ef_err, lm_err)
+    # A second export into the same folder refuses to clobber the artefacts.
+    rc = cli_main(["export", "--checkpoint", str(ck), "--data", str(synth_root), "--precision", "fp32",
+                   "--out", str(out), "--cache-dir", str(tmp_path / "frames")])
+    # (ExecuTorch's runtime, loaded above in this process, may log its own threadpool line.)
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("echo-edge")]
+    assert rc == 2 and len(err) == 1 and "executorch-fp32" in err[0] and "already exists" in err[0]
+
+
+def test_export_cli_rejects_unknown_format(tmp_path: Path, capsys):
+    rc = cli_main(["export", "--format", "onnx-magic", "--out", str(tmp_path / "a")])
+    assert rc == 2 and "unknown format" in capsys.readouterr().err
