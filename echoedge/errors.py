@@ -20,3 +20,9 @@ class CheckpointError(EchoEdgeError):
 
 class ShapeError(EchoEdgeError):
     """An input tensor does not match the ClipSpec the model was built for."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name if empty), for one-line errors."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]

@@ -27,7 +27,7 @@ from echoedge.convert.artefact import (
     OUTPUT_NAMES, ArtefactManifest, echo_tensor_specs, tool_versions, write_artefact,
 )
 from echoedge.data.clipspec import ClipSpec
-from echoedge.errors import EchoEdgeError
+from echoedge.errors import EchoEdgeError, first_line
 
 PRECISIONS = ("fp32", "int8")
 RUNTIME = "executorch-xnnpack"
@@ -154,7 +154,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         outs = run_program(model_path, golden, quantized=precision != "fp32")
     except Exception as e:  # e.g. a kernel that exists at export time but rejects its input
         raise EchoEdgeError(f"the converted {precision} program fails in the ExecuTorch runtime "
-                            f"({_first_line(e)}); no artefact written") from None
+                            f"({first_line(e)}); no artefact written") from None
     with torch.inference_mode():
         ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
     vs_eager = {name: _errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
@@ -252,11 +252,6 @@ def run_program(path: Path, clips: np.ndarray, quantized: bool) -> list[np.ndarr
     return [np.concatenate([o[k].numpy() for o in per_clip]) for k in range(len(per_clip[0]))]
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
-
-
 def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
     scale = max(float(np.abs(ref).max()), 1e-12)
@@ -300,7 +295,7 @@ def _write_bundle(program: Any, path: Path, golden: np.ndarray, outs: list[np.nd
         for i in range(len(cases)):
             loaded.verify_result_with_bundled_expected_output("forward", i, tol["rtol"], tol["atol"])
     except Exception as e:  # any failure of an experimental API: record it, ship the .pte anyway
-        return {"file": None, "error": f"{type(e).__name__}: {_first_line(e)}"}
+        return {"file": None, "error": f"{type(e).__name__}: {first_line(e)}"}
     path.write_bytes(buf)
     return {"file": path.name, "method": "forward", "cases": len(cases), "verified_on_host": True,
             "suggested_tolerance": tol,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from echoedge.data.clipspec import ClipSpec
-from echoedge.errors import CheckpointError, EchoEdgeError
+from echoedge.errors import CheckpointError, EchoEdgeError, first_line
 
 FORMAT_VERSION = 1
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "e3net_paper_synthetic.pt"
@@ -90,8 +90,7 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a corrupt or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e, 160)})") from None
     if not isinstance(payload, dict) or payload.get("format") != "echo-edge-checkpoint":
         raise CheckpointError(f"{path}: not an echo-edge checkpoint")
     for key in ("model_config", "clip_spec", "state_dict"):

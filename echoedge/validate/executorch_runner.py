@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from echoedge.convert.artefact import read_manifest
-from echoedge.errors import EchoEdgeError
+from echoedge.errors import EchoEdgeError, first_line
 from echoedge.validate.runner import RunnerBase
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 class ExecuTorchRunner(RunnerBase):
@@ -57,7 +52,7 @@ class ExecuTorchRunner(RunnerBase):
             program_shape = tuple(meta.input_tensor_meta(0).sizes())
         except Exception as e:  # the runtime raises RuntimeError/ValueError with an error code
             raise EchoEdgeError(f"{self.path}: ExecuTorch could not load the program "
-                                f"({_first_line(e)})") from None
+                                f"({first_line(e)})") from None
         if program_shape != tuple(shape):
             raise EchoEdgeError(f"{self.path}: program input {program_shape} does not match the "
                                 f"manifest's {tuple(shape)}")
@@ -77,7 +72,7 @@ class ExecuTorchRunner(RunnerBase):
                 parts.append([o.numpy() for o in self._method.execute([x])])
             except Exception as e:
                 raise EchoEdgeError(f"{self.path}: ExecuTorch failed to run the program "
-                                    f"({_first_line(e)})") from None
+                                    f"({first_line(e)})") from None
         return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
 
     def close(self) -> None:
