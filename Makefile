@@ -9,9 +9,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.echo-edge-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup sysdeps demo test bench clean
 
-setup: $(STAMP)
+setup: sysdeps $(STAMP)
+
+# Debian packages the tests use: headless Chromium renders report.html, the JDK compiles and runs
+# the Android bridge's pure-Java core. Installed only when missing.
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+sysdeps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v javac >/dev/null 2>&1 || missing="$$missing default-jdk-headless"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -288,8 +288,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
     _data_arg(p)
-    p.add_argument("--format", default="executorch", help="executorch (comma list or 'all')")
-    p.add_argument("--precision", default="fp32,int8", help="comma list: fp32,int8 (default both)")
+    p.add_argument("--format", default="executorch",
+                   help="executorch | tflite | coreml (comma list or 'all'; default executorch)")
+    p.add_argument("--precision", default="fp32,int8",
+                   help="comma list of fp32, fp16 (tflite, coreml), int8 (executorch, tflite: "
+                   "convs/FC int8, fragile ops float), int8-full (tflite: all-integer, int8 I/O), "
+                   "w8 / w8a8 (coreml: int8 weights / weights and activations); each format builds "
+                   "the ones it offers (default fp32,int8)")
     p.add_argument("--calibration", default="ef-stratified:128",
                    help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware)")
     p.add_argument("--calibration-set", type=Path, default=None,
@@ -302,10 +307,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from echoedge.convert.export import CONVERTERS, export, parse_list
+    from echoedge.convert.export import CONVERTERS, PRECISIONS, export, parse_list
 
     formats = parse_list(args.format, tuple(CONVERTERS), "format")
-    precisions = parse_list(args.precision, ("fp32", "fp16", "int8"), "precision")
+    precisions = parse_list(args.precision, PRECISIONS, "precision")
     res = export(_resolve_checkpoint(args.checkpoint), _resolve_data(args.data), args.out, formats,
                  precisions, calibration=args.calibration, calibration_set=args.calibration_set,
                  seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir)

@@ -22,6 +22,10 @@ class ShapeError(EchoEdgeError):
     """An input tensor does not match the ClipSpec the model was built for."""
 
 
+class PlatformError(EchoEdgeError):
+    """This host cannot run the artefact (e.g. Core ML prediction off macOS); not a defect of it."""
+
+
 def first_line(e: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (its type name if empty), for one-line errors."""
     text = str(e).strip()

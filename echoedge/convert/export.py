@@ -17,7 +17,12 @@ from echoedge.errors import EchoEdgeError
 # format -> (precisions it supports, converter entry point "module:function")
 CONVERTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "executorch": (("fp32", "int8"), "echoedge.convert.executorch:export_executorch"),
+    "tflite": (("fp32", "fp16", "int8", "int8-full"), "echoedge.convert.tflite:export_tflite"),
+    "coreml": (("fp32", "fp16", "w8", "w8a8"), "echoedge.convert.coreml:export_coreml"),
 }
+# Precisions whose activations are quantized: they need the echo calibration set.
+CALIBRATED = ("int8", "int8-full", "w8a8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "w8", "w8a8")
 CALIBRATION_DIR = "calibration"
 
 
@@ -45,6 +50,25 @@ def parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
+def plan_exports(formats: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """(format, precision) pairs to build, in order.
+
+    With one format every precision must be offered by it; with several, each format builds the
+    precisions it offers (fp16 for TFLite and Core ML, not ExecuTorch), and a precision that no
+    requested format offers is an error.
+    """
+    for fmt in formats:
+        if fmt not in CONVERTERS:
+            raise EchoEdgeError(f"format '{fmt}' is not available in this version (have: {', '.join(CONVERTERS)})")
+    plan = [(f, p) for f in formats for p in precisions if p in CONVERTERS[f][0]]
+    for p in precisions:
+        offering = [f for f in formats if p in CONVERTERS[f][0]]
+        if not offering:
+            offers = "; ".join(f"{f}: {', '.join(CONVERTERS[f][0])}" for f in formats)
+            raise EchoEdgeError(f"precision '{p}' is not offered by {', '.join(formats)} ({offers})")
+    return plan
+
+
 def export(
     checkpoint: Path,
     data: Path,
@@ -65,18 +89,13 @@ def export(
     from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.deploy import to_deploy_form
 
-    for fmt in formats:
-        if fmt not in CONVERTERS:
-            raise EchoEdgeError(f"format '{fmt}' is not available in this version (have: {', '.join(CONVERTERS)})")
-        for p in precisions:
-            if p not in CONVERTERS[fmt][0]:
-                raise EchoEdgeError(f"{fmt} does not offer precision '{p}' (offers: {', '.join(CONVERTERS[fmt][0])})")
+    plan = plan_exports(formats, precisions)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(checkpoint)
     result = ExportResult()
 
-    needs_calib = any(p == "int8" for p in precisions)
+    needs_calib = any(p in CALIBRATED for _, p in plan)
     cs = None
     if calibration_set is not None:
         cs = load_calibration_set(calibration_set)
@@ -104,12 +123,11 @@ def export(
     if result.deploy_summary:
         log(f"deploy form: {result.deploy_summary}")
 
-    for fmt in formats:
+    for fmt, precision in plan:
         convert = _converter(fmt)
-        for precision in precisions:
-            target = out / f"{fmt}-{precision}"
-            log(f"{fmt} {precision}: converting -> {target}")
-            path = convert(deploy, ck.spec, target, precision, cs if precision == "int8" else None,
-                           ck.sha256, progress=progress, overwrite=overwrite)
-            result.artefacts.append(Path(path))
+        target = out / f"{fmt}-{precision}"
+        log(f"{fmt} {precision}: converting -> {target}")
+        path = convert(deploy, ck.spec, target, precision, cs if precision in CALIBRATED else None,
+                       ck.sha256, progress=progress, overwrite=overwrite)
+        result.artefacts.append(Path(path))
     return result

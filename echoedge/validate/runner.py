@@ -23,6 +23,8 @@ from echoedge.errors import EchoEdgeError, ShapeError
 # format -> "module:Class"; the class is called as Class(folder, threads=threads).
 RUNNERS: dict[str, str] = {
     "executorch": "echoedge.validate.executorch_runner:ExecuTorchRunner",
+    "tflite": "echoedge.validate.tflite_runner:TFLiteRunner",
+    "coreml": "echoedge.validate.coreml_runner:CoreMLRunner",
 }
 
 
@@ -48,6 +50,9 @@ class RunnerBase:
     runtime: str = ""
     load_s: float = 0.0
     clip_shape: tuple[int, ...] | None = None  # (C, T, H, W) when known
+    # False where the runtime is not the one a device uses (e.g. a reference interpreter of a
+    # Core ML program): its EF numbers are real, its speed is not the artefact's speed.
+    measures_latency: bool = True
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         return self._run(self.check_batch(batch))
