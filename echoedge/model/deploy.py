@@ -18,6 +18,11 @@ Rewrites (x is (B, C, T, H, W); "frames" is its (B, T, C, H, W) view, folded to 
   input channels (tap-major, matching the concat order). Grouped and depthwise convs become the sum
   of kt grouped Conv2d, one per tap: stacking taps on channels would interleave the groups, and
   the per-tap sum is the form measured equal on every backend (toolchain.md: <= 2e-6 per conv).
+  When the deploy form is built with an example (every converter does), each such conv is then
+  specialised to its input frame count: output frames are split into runs that read the same
+  real frames, each run convolves only the taps it reads, and the runs are concatenated in time,
+  so no zero frames exist at all (they cost a portable `full` kernel outside XNNPACK on
+  ExecuTorch and embedded constants in the fp32 TFLite/Core ML files).
 - Conv3d, temporal stride == temporal kernel (non-overlapping windows): the frames are reshaped to
   (B, T/s, s*C*H*W) -- each block of s frames already *is* the stacked window, so there is no
   slicing at all (strided slicing, step 2, falls off XNNPACK on ExecuTorch and TFLite). With a
@@ -255,6 +260,11 @@ class Conv3dAs2d(_Batched5D):
         self.convs = nn.ModuleList(convs)
         self.stacked = stacked  # one conv on the taps stacked on channels, else a sum over taps
         self.post = nn.Sequential(*post)
+        # Set by specialise(): runs of output frames (t0, t1, first tap, last tap).
+        self.frames: int | None = None
+        self.runs: list[tuple[int, int, int, int]] | None = None
+        self.run_convs = nn.ModuleDict()
+        self.run_bias: nn.Parameter | None = None
 
     @classmethod
     def from_conv3d(cls, conv: nn.Conv3d, bn: nn.Module | None = None,
@@ -276,9 +286,89 @@ class Conv3dAs2d(_Batched5D):
                  for i in range(kt)]
         return cls(win, convs, stacked=False, post=post)
 
+    # ------------------------------------------------------------ padding-free form
+    def specialise(self, frames: int, where: str = "") -> None:
+        """Fix the input to `frames` frames and drop the zero frames of temporal padding.
+
+        Output frames are grouped into runs that read the same taps of real frames (the first
+        and last `pad` frames lose the taps that would read padding, the interior keeps all);
+        each run is one conv on its taps alone (a stacked conv gets the matching slice of the
+        weight, a per-tap sum just skips taps), and the runs are concatenated in time. Same
+        numbers, and no zeros tensor: ExecuTorch computes those with a portable `full` kernel
+        outside XNNPACK (splitting the delegate), and the fp32 TFLite/Core ML files embed them.
+        """
+        win = self.window
+        if win.stride != 1 or (win.pad_before == 0 and win.pad_after == 0):
+            return  # no zeros are made: nothing to specialise
+        runs = _tap_runs(win, frames)
+        if runs is None:  # an output frame would read padding only: keep the zero-padded form
+            return
+        self.frames = frames
+        self.runs = runs
+        if self.stacked:
+            full = self.convs[0]
+            cin = full.in_channels // win.kernel
+            self.run_convs = nn.ModuleDict()
+            for _, _, a, b in runs:
+                key = f"{a}_{b}"
+                if (a, b) == (0, win.kernel - 1) or key in self.run_convs:
+                    continue
+                w = full.weight.detach()[:, a * cin:(b + 1) * cin]
+                self.run_convs[key] = _like_conv2d(full, w, full.bias)
+        else:
+            # The bias rides on a tap every run reads (the centre tap of 'same' padding), or is
+            # added once after the runs are joined when no tap is read by all.
+            bias = next((c.bias for c in self.convs if c.bias is not None), None)
+            if bias is not None:
+                common = set(range(win.kernel))
+                for _, _, a, b in runs:
+                    common &= set(range(a, b + 1))
+                keep = min(common) if common else None
+                convs = [_like_conv2d(c, c.weight.detach(), bias if i == keep else None)
+                         for i, c in enumerate(self.convs)]
+                self.convs = nn.ModuleList(convs)
+                if keep is None:
+                    self.run_bias = nn.Parameter(bias.detach().clone().reshape(1, -1, 1, 1),
+                                                 requires_grad=False)
+
+    def _forward_runs(self, x3: Tensor, b: int, c: int, h: int, w: int) -> Tensor:
+        win = self.window
+        parts = []
+        for t0, t1, a, z in self.runs:
+            n = t1 - t0
+            start = [t0 - win.pad_before + i * win.dilation for i in range(a, z + 1)]
+            taps = [x3[:, s:s + n] for s in start]
+            if self.stacked:
+                conv = self.convs[0] if (a, z) == (0, win.kernel - 1) else self.run_convs[f"{a}_{z}"]
+                xs = taps[0] if len(taps) == 1 else torch.cat(taps, dim=2)
+                y = conv(xs.reshape(b * n, len(taps) * c, h, w))
+            else:
+                y = None
+                for i, xi in zip(range(a, z + 1), taps):
+                    yi = self.convs[i](xi.reshape(b * n, c, h, w))
+                    y = yi if y is None else y + yi
+            parts.append(y)
+        if len(parts) == 1:
+            y = parts[0]
+        elif b == 1:  # the exported programs' case: the folded batch is time itself
+            y = torch.cat(parts, dim=0)
+        else:
+            y = torch.cat([p.reshape(b, -1, *p.shape[1:]) for p in parts], dim=1)
+            y = y.reshape(-1, *y.shape[2:])
+        if self.run_bias is not None:
+            y = y + self.run_bias
+        return y
+
     def forward5d(self, x: Tensor) -> Tensor:
         x3, (b, c, t, h, w) = to_frames(x)
         t_out = self.window.out_frames(t)
+        if self.runs is not None:
+            if t != self.frames:
+                raise DeployError(f"this deploy form was specialised to {self.frames} input frames "
+                                  f"at this conv, got {t}; rebuild it with an example of the "
+                                  f"input size")
+            y = self._forward_runs(x3, b, c, h, w)
+            return from_frames(self.post(y), b, t_out, self.contiguous_out)
         if self.stacked:
             stacked = stacked_taps(x3, self.window, t_out)
             y = self.convs[0](stacked.reshape(b * t_out, self.window.kernel * c, h, w))
@@ -288,6 +378,39 @@ class Conv3dAs2d(_Batched5D):
             for conv, xi in zip(self.convs[1:], taps[1:]):
                 y = y + conv(xi.reshape(b * t_out, c, h, w))
         return from_frames(self.post(y), b, t_out, self.contiguous_out)
+
+
+def _tap_runs(win: TimeWindow, frames: int) -> list[tuple[int, int, int, int]] | None:
+    """Runs (t0, t1, a, b) of output frames of a stride-1 window whose real-frame taps are a..b.
+
+    Taps of a window are evenly spaced, so the ones inside [0, frames) are always a contiguous
+    range; None when some output frame has none.
+    """
+    runs: list[tuple[int, int, int, int]] = []
+    for t in range(win.out_frames(frames)):
+        idx = [t - win.pad_before + i * win.dilation for i in range(win.kernel)]
+        valid = [i for i, j in enumerate(idx) if 0 <= j < frames]
+        if not valid:
+            return None
+        a, b = valid[0], valid[-1]
+        if runs and runs[-1][2:] == (a, b) and runs[-1][1] == t:
+            runs[-1] = (runs[-1][0], t + 1, a, b)
+        else:
+            runs.append((t, t + 1, a, b))
+    return runs
+
+
+def _like_conv2d(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
+    """A Conv2d with `conv`'s geometry and the given weight (its input channels may differ)."""
+    m = nn.Conv2d(weight.shape[1] * conv.groups, conv.out_channels, conv.kernel_size,
+                  stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                  groups=conv.groups, bias=bias is not None, device=weight.device,
+                  dtype=weight.dtype)
+    with torch.no_grad():
+        m.weight.copy_(weight)
+        if bias is not None:
+            m.bias.copy_(bias.detach())
+    return m
 
 
 def _check_conv3d(conv: nn.Conv3d, where: str) -> None:
@@ -549,11 +672,35 @@ def _set_contiguous_outputs(model: nn.Module, value: bool) -> None:
             m.contiguous_out = value
 
 
+def specialise_frames(deploy: nn.Module, example: Tensor) -> None:
+    """Record each conv rewrite's input frame count on `example` and drop its zero padding
+    (Conv3dAs2d.specialise). The deploy form is static-shape anyway (every converter exports it
+    for one clip size), so nothing is lost."""
+    seen: dict[str, int] = {}
+    hooks = []
+    for path, m in deploy.named_modules():
+        if isinstance(m, Conv3dAs2d):
+            def hook(mod: nn.Module, args: tuple[Any, ...], path: str = path) -> None:
+                x = args[0]
+                seen[path] = int(x.shape[-3])
+            hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        _run_eval(deploy, example)
+    finally:
+        for h in hooks:
+            h.remove()
+    mods = dict(deploy.named_modules())
+    for path, frames in seen.items():
+        mods[path].specialise(frames, path)
+
+
 def to_deploy_form(model: nn.Module, example: Tensor | None = None) -> nn.Module:
     """A new module computing the same function as `model` with 2D ops only (eval mode).
 
     Raises DeployError (naming module path and op) for a 3D op it cannot rewrite. With
-    `example` (a clip batch) it also checks the two forms equal on it (`assert_deploy_equal`),
+    `example` (a clip batch) it is specialised to the example's frame count, which removes the
+    zero frames of temporal padding (`specialise_frames`), checked equal to the reference on it
+    (`assert_deploy_equal`),
     exports the deploy form with torch.export on example[:1] and scans that graph for 3D ops left
     by functional calls; the DeployCheck is attached as `.deploy_check`.
     """
@@ -561,15 +708,15 @@ def to_deploy_form(model: nn.Module, example: Tensor | None = None) -> nn.Module
     deploy = rewrite_modules(copy.deepcopy(model).eval())
     if example is None:
         return deploy
-    names = _names_for(model)
     try:
-        check = assert_deploy_equal(model, deploy, example, names)
+        specialise_frames(deploy, example[:1])
     except RuntimeError as e:
         if "view size is not compatible" not in str(e):
             raise
         # Some forward calls .view on a rewritten module's output: give it contiguous tensors.
         _set_contiguous_outputs(deploy, True)
-        check = assert_deploy_equal(model, deploy, example, names)
+        specialise_frames(deploy, example[:1])
+    check = assert_deploy_equal(model, deploy, example, _names_for(model))
     verify_2d_only(deploy, example[:1])
     deploy.deploy_check = check
     return deploy

@@ -15,6 +15,7 @@ from echoedge.model.deploy import (
     DeployCheck, DeployError, BatchNorm3dAs2d, Conv3dAs2d, Pool3dAs2d, assert_deploy_equal,
     check_deploy_equal, find_3d_ops, to_deploy_form,
 )
+from echoedge.model.config import get_config
 from echoedge.model.network import OUTPUT_NAMES, build_model
 
 OP_TOL = 1e-5
@@ -83,6 +84,60 @@ def test_conv3d_rewrite_equals_reference(kernel, stride, padding, dilation, grou
     assert isinstance(deploy, Conv3dAs2d)
     with torch.no_grad():
         assert _max_diff(conv(x), deploy(x)) <= OP_TOL
+
+
+def _graph_ops(module: nn.Module, x: torch.Tensor) -> set[str]:
+    ep = torch.export.export(module, (x,))
+    return {getattr(n.target, "__name__", str(n.target)).split(".")[0]
+            for n in ep.graph.nodes if n.op == "call_function"}
+
+
+# The cases whose rewrite pads time: stride 1 in time, temporal kernel > 1, padding.
+PADDED_CASES = [c for c in CONV_CASES if isinstance(c[0], tuple) and c[0][0] > 1
+                and c[1] in (1, (1, 2, 2)) and c[2] != "valid"]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("kernel,stride,padding,dilation,groups,bias", PADDED_CASES,
+                         ids=[f"padded{i}" for i in range(len(PADDED_CASES))])
+@pytest.mark.parametrize("frames", [2, 9])
+def test_specialised_conv_has_no_zero_frames_and_equals_reference(
+        kernel, stride, padding, dilation, groups, bias, frames):
+    torch.manual_seed(7)
+    cin, cout = 4, 6
+    if groups == "dw":
+        groups, cout = cin, cin
+    conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, bias=bias).eval()
+    x = torch.randn(2, cin, frames, 9, 8)
+    deploy = to_deploy_form(conv, example=x)
+    assert deploy.runs is not None
+    with torch.no_grad():
+        assert _max_diff(conv(x), deploy(x)) <= OP_TOL
+    ops = _graph_ops(deploy, x[:1])
+    assert not ops & {"full", "zeros", "new_zeros", "constant_pad_nd", "pad"}, ops
+    with pytest.raises(DeployError, match=f"specialised to {frames} input frames"):
+        deploy(torch.randn(1, cin, frames + 1, 9, 8))
+
+
+def test_specialisation_keeps_zero_padding_where_a_frame_reads_only_padding():
+    # Temporal kernel 2, dilation 3, padding 3 on 2 frames: output frame 1 reads frames -2 and 1,
+    # frame 2 reads -1 and 2 (padding only) -> the zero-padded form is kept, still exact.
+    conv = nn.Conv3d(2, 3, (2, 1, 1), padding=(3, 0, 0), dilation=(3, 1, 1)).eval()
+    x = torch.randn(1, 2, 2, 4, 4)
+    deploy = to_deploy_form(conv, example=x)
+    assert deploy.runs is None
+    with torch.no_grad():
+        assert _max_diff(conv(x), deploy(x)) <= OP_TOL
+
+
+def test_echo_e3net_deploy_form_exports_without_zero_tensors():
+    torch.manual_seed(0)
+    model = build_model(get_config("tiny")).eval()
+    x = torch.randn(get_config("tiny").input_shape(1))
+    deploy = to_deploy_form(model, example=x)
+    ops = _graph_ops(deploy, x)
+    assert not ops & {"full", "zeros", "new_zeros", "constant_pad_nd"}, ops
 
 
 def test_conv3d_rewrite_accepts_unbatched_input():
