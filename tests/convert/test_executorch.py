@@ -268,3 +268,33 @@ def test_tiny_echo_e3net_deploy_form_fp32_end_to_end(tiny_e3net, tmp_path):
 # The tiny Echo-E3Net int8 end-to-end check lives in test_export_cli.py (one int8 e2e per suite:
 # its lowering alone takes ~2 min on 2 cores).
 
+
+
+def test_default_int8_recipe_quantizes_only_the_echo_e3net_conv_stages():
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from echoedge.convert.executorch import int8_scope, quantizer_for
+    from echoedge.model.config import get_config
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.network import build_model
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    x = torch.randn(cfg.input_shape(1))
+    deploy = to_deploy_form(build_model(cfg).eval(), example=x)
+    assert int8_scope(deploy) == ("encoder.stem", "encoder.cnn")
+    quantizer, recipe = quantizer_for(deploy)
+    assert recipe["int8_modules"] == ["encoder.stem", "encoder.cnn"]
+    prepared = prepare_pt2e(torch.export.export(deploy, (x,)).module(), quantizer)
+    prepared(x)
+    converted = convert_pt2e(prepared)
+    quantized_weights = [n for n in converted.graph.nodes
+                         if "dequantize_per_channel" in str(n.target)]
+    assert quantized_weights
+    for n in quantized_weights:
+        for user in n.users:
+            paths = [p for p, _ in (user.meta.get("nn_module_stack") or {}).values()]
+            assert any(p.startswith(("encoder.stem", "encoder.cnn")) for p in paths), paths
+    # A model that is not Echo-E3Net gets every conv quantized (no scope).
+    assert int8_scope(torch.nn.Conv2d(1, 1, 1)) is None
