@@ -157,7 +157,6 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
     only an artefact folder (one with a manifest) or an empty folder is replaced, so a typo in
     --out cannot wipe an unrelated directory.
     """
-    from echoedge.model.checkpoint import file_sha256
 
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
@@ -172,10 +171,10 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
             raise TypeError(f"artefact build returned {type(manifest).__name__}, not ArtefactManifest")
         manifest.check(str(tmp / MANIFEST_NAME))
         model = tmp / manifest.model_file
-        if not model.is_file():
+        if not model.exists():
             raise EchoEdgeError(f"{out_dir}: the build did not write its model file {manifest.model_file}")
-        manifest.model_sha256 = file_sha256(model)
-        manifest.model_bytes = model.stat().st_size
+        manifest.model_sha256 = model_sha256(model)
+        manifest.model_bytes = model_bytes(model)
         manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         _move_into_place(tmp, out_dir, overwrite)
@@ -238,18 +237,48 @@ def read_manifest(folder: str | Path) -> ArtefactManifest:
         raise EchoEdgeError(f"{path}: malformed manifest ({e})") from None
 
 
-def verify_artefact(folder: str | Path) -> ArtefactManifest:
-    """read_manifest plus: the model file is there and its sha256 matches the manifest."""
+def model_sha256(path: str | Path) -> str:
+    """sha256 of a model file, or of a model folder (a Core ML .mlpackage): over its files in
+    sorted relative-path order, each contributing its relative POSIX path and its own sha256, so
+    both a renamed and an edited file change it."""
+    import hashlib
+
     from echoedge.model.checkpoint import file_sha256
 
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def model_bytes(path: str | Path) -> int:
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def verify_artefact(folder: str | Path) -> ArtefactManifest:
+    """read_manifest plus: the model file (or folder) is there and its sha256 matches the manifest."""
     folder = Path(folder)
     m = read_manifest(folder)
     model = folder / m.model_file
-    if not model.is_file():
+    if not model.exists():
         raise EchoEdgeError(f"{model}: model file named in the manifest is missing")
-    if m.model_sha256 and file_sha256(model) != m.model_sha256:
+    if m.model_sha256 and model_sha256(model) != m.model_sha256:
         raise EchoEdgeError(f"{model}: sha256 does not match the manifest (file changed or corrupt)")
     return m
+
+
+def _is_artefact_manifest(path: Path) -> bool:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True  # unreadable: let read_manifest report it with the file name
+    return not isinstance(d, dict) or "model_file" in d or "format" in d
 
 
 def find_artefacts(root: str | Path) -> list[Path]:
@@ -259,13 +288,15 @@ def find_artefacts(root: str | Path) -> list[Path]:
     """
     root = Path(root)
     if (root / MANIFEST_NAME).is_file():
-        return [root]
+        return [root] if _is_artefact_manifest(root / MANIFEST_NAME) else []
     if not root.is_dir():
         return []
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if MANIFEST_NAME in filenames:
-            found.append(Path(dirpath))
+            # A calibration set's folder has a manifest.json too; an artefact's names its model.
+            if _is_artefact_manifest(Path(dirpath) / MANIFEST_NAME):
+                found.append(Path(dirpath))
             dirnames[:] = []  # an artefact does not nest artefacts
     return sorted(found)

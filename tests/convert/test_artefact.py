@@ -195,3 +195,28 @@ def test_importing_convert_and_validate_stays_light():
             "print(','.join(heavy))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == ""
+
+
+def test_folder_models_are_hashed_and_verified_and_calibration_folders_are_not_artefacts(tmp_path):
+    import json
+
+    from echoedge.convert.artefact import find_artefacts, model_sha256, verify_artefact, write_artefact
+
+    def build(tmp):
+        pkg = tmp / "model.mlpackage"
+        (pkg / "Data").mkdir(parents=True)
+        (pkg / "Data" / "weights.bin").write_bytes(b"\x01\x02")
+        (pkg / "Manifest.json").write_text("{}")
+        return _manifest(fmt="coreml", model_file="model.mlpackage")
+
+    out = write_artefact(tmp_path / "coreml-fp16", build)
+    m = verify_artefact(out)
+    assert m.model_sha256 == model_sha256(out / "model.mlpackage") and m.model_bytes == 4
+    (out / "model.mlpackage" / "Data" / "weights.bin").write_bytes(b"\x01\x03")
+    with pytest.raises(EchoEdgeError, match="sha256 does not match"):
+        verify_artefact(out)
+    calib = tmp_path / "calibration"
+    calib.mkdir()
+    (calib / "manifest.json").write_text(json.dumps({"strategy": "random", "size": 8}))
+    assert find_artefacts(tmp_path) == [out]
+    assert find_artefacts(calib) == []
