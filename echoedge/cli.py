@@ -217,34 +217,90 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_options_args(p: argparse.ArgumentParser, videos_default: int | None,
+                           clips_default: int) -> None:
+    """Options shared by `validate` and `run`: which videos, how to time, how to gate."""
+    p.add_argument("--split", default="TEST", type=str.upper, choices=["TRAIN", "VAL", "TEST"],
+                   help="held-out split to validate on (default TEST)")
+    p.add_argument("--videos", type=int, default=videos_default,
+                   help="only the first N videos of the split (default: %s)" % (videos_default or "all"))
+    p.add_argument("--clips", type=int, default=clips_default,
+                   help=f"clips per video, evenly spaced as in `evaluate` (0 = every start; default {clips_default})")
+    p.add_argument("--threads", type=int, default=2, help="runtime threads for every runner (default 2)")
+    p.add_argument("--runs", type=int, default=20, help="timed latency runs per artefact (>= 20 recommended)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs before timing")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for Bland-Altman CIs")
+    p.add_argument("--worst", type=int, default=5, help="videos with the largest |ΔEF| to name")
+    p.add_argument("--gates", type=Path, default=None,
+                   help="YAML of thresholds overriding the shipped echoedge/validate/gates.yaml")
+    p.add_argument("--strict", action="store_true", help="treat SKIPPED_PLATFORM as a failure (exit 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=None, help="decoded-frame cache folder")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _validate_options(args: argparse.Namespace):
+    from echoedge.validate.validate import ValidateOptions
+
+    if args.runs < 1 or args.videos is not None and args.videos < 1 or args.clips < 0 or args.threads < 1:
+        raise EchoEdgeError("--runs, --videos and --threads must be >= 1 and --clips >= 0")
+    return ValidateOptions(split=args.split, videos=args.videos, clips_per_video=args.clips or None,
+                           threads=args.threads, latency_runs=args.runs, warmup=args.warmup,
+                           bootstrap=args.bootstrap, seed=args.seed, worst_n=args.worst,
+                           cache_dir=args.cache_dir, progress=not args.no_progress)
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="the main job, end to end, on the built-in default",
-        description="Generate (or reuse) the built-in synthetic EchoNet-format dataset, print its "
-        "summary, and evaluate the shipped checkpoint on its TEST split. --data/--checkpoint switch "
-        "to your EchoNet-Dynamic copy and model. Later stages (calibrate, export, validate) join "
-        "this job as they land.",
+        description="Calibrate -> export every available format (ExecuTorch, TFLite, Core ML) in fp32 "
+        "and int8 -> validate each artefact against the fp32 reference on held-out videos -> write "
+        "report.json/.md/.html and junit.xml -> print the status of every artefact. Defaults: the "
+        "built-in synthetic EchoNet-format dataset (generated and cached on first use) and the "
+        "shipped checkpoint; --data/--checkpoint switch to your EchoNet-Dynamic copy and model. "
+        "Exit code 0 when every artefact passes its gates, 1 when one fails, 2 on an error.",
     )
     _data_arg(p)
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
-    p.add_argument("--videos", type=int, default=None, help="evaluate only the first N TEST videos")
-    p.add_argument("--clips", type=int, default=4, help="clips per video")
-    p.add_argument("--out", type=Path, default=Path("runs/run"))
+    p.add_argument("--format", default="all", help="executorch | tflite | coreml (comma list or 'all'; "
+                   "formats not in this install are named in the report and skipped)")
+    # Literal (= echoedge.validate.pipeline.DEFAULT_PRECISIONS) so that --help imports nothing heavy.
+    p.add_argument("--precision", default="fp32,int8,w8a8",
+                   help="comma list; each format builds those it offers (default %(default)s: fp32 "
+                   "everywhere, int8 for ExecuTorch/TFLite, w8a8 for Core ML)")
+    p.add_argument("--calibration", default="ef-stratified:64",
+                   help="STRATEGY[:N] drawn from TRAIN for the int8 artefacts (default %(default)s)")
+    p.add_argument("--calibration-set", type=Path, default=None,
+                   help="reuse a set written by `echo-edge calibrate` instead of drawing one")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep artefacts in OUT/artefacts built earlier from the same checkpoint and "
+                   "calibration set instead of converting again")
+    p.add_argument("--out", type=Path, default=Path("runs/run"),
+                   help="output folder: artefacts/, report.json, report.md, report.html, junit.xml, run.json")
+    _validate_options_args(p, videos_default=24, clips_default=2)
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from echoedge.data.echonet import EchoNet
-    from echoedge.model.evaluate import evaluate_checkpoint
+    from echoedge.convert.export import CONVERTERS, PRECISIONS, parse_list
+    from echoedge.validate.pipeline import run_job
+    from echoedge.validate.report_md import summary_table
 
-    data = _resolve_data(args.data)
-    print(f"dataset: {data}")
-    print(EchoNet(data).summary())
-    res = evaluate_checkpoint(_resolve_checkpoint(args.checkpoint), data, split="TEST",
-                              clips_per_video=args.clips, videos=args.videos, out=args.out)
-    print(res.describe())
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'scatter.png'}")
-    return 0
+    formats = parse_list(args.format, tuple(CONVERTERS), "format")
+    precisions = parse_list(args.precision, PRECISIONS, "precision")
+    job = run_job(args.out, data=args.data, checkpoint=args.checkpoint, formats=formats,
+                  precisions=precisions, calibration=args.calibration,
+                  calibration_set=args.calibration_set, options=_validate_options(args),
+                  gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed)
+    report = job.validation.report
+    print()
+    print(summary_table(report))
+    for note in report.get("notes") or []:
+        print(f"note: {note}")
+    print("stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in job.timings_s.items()))
+    verdict = "all artefacts passed" if report["summary"]["passed"] else "a gate failed"
+    print(f"{verdict}; report: {job.validation.files['html']}")
+    return job.exit_code
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -319,6 +375,82 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bridge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bridge", help="bundle artefacts for an Android or iOS app (glue code + golden vectors)",
+        description="Bundle the artefacts a device engineer needs: the model files and manifests, "
+        "source code that feeds the model from probe frames and turns its outputs into EF (a Gradle "
+        "module with a pure-Java core for Android, a Swift package for iOS), and golden vectors "
+        "computed by the validation runners. Written all-or-nothing.",
+    )
+    bsub = p.add_subparsers(dest="platform", required=True, metavar="{android,ios}")
+    for name, formats in (("android", ".pte and .tflite"), ("ios", ".mlpackage and .pte")):
+        b = bsub.add_parser(name, help=f"{name} bundle from the {formats} artefacts")
+        b.add_argument("artefacts", type=Path, help="artefacts folder (ARTEFACTS/<format>-<precision>/)")
+        b.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+        b.add_argument("--report", type=Path, default=None,
+                       help="validation report.json to copy EF errors from (default: ARTEFACTS/../report.json "
+                       "when present; otherwise the bundle says 'not validated')")
+        b.add_argument("--threads", type=int, default=2, help="runtime threads for the golden outputs")
+        b.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+        b.set_defaults(func=_cmd_bridge)
+
+
+def _cmd_bridge(args: argparse.Namespace) -> int:
+    if args.platform == "android":
+        from echoedge.android_bridge import build_android_bundle as build
+    else:
+        from echoedge.ios_bridge import build_ios_bundle as build
+    summary = build(args.artefacts, args.out, report=args.report, overwrite=args.overwrite,
+                    threads=args.threads, progress=sys.stderr.isatty())
+    print(summary.describe())
+    return 0
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate", help="validate artefacts against the fp32 reference; report and gate",
+        description="Run the checkpoint's fp32 eager reference once and every artefact folder at or "
+        "below ARTEFACTS in its own runtime on held-out videos (same multi-clip protocol as "
+        "`evaluate`): EF vs truth and vs the reference (|ΔEF|, Bland-Altman with bootstrap CIs, EF "
+        "band agreement), EDV/ESV and landmark errors, load time and p50/p90 latency, size and op "
+        "coverage. Writes report.json (the single source), report.md, report.html and junit.xml to "
+        "--out. Status per artefact: PASS, FAIL_ACCURACY, FAIL_RUNTIME, SKIPPED_PLATFORM. Exit code "
+        "0 when all pass, 1 when a gate fails (or a skip under --strict), 2 on an error. With "
+        "--from-report, applies the gates to a stored report.json again without running anything.",
+    )
+    p.add_argument("artefacts", type=Path, nargs="*", help="artefact folders or folders holding them")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the fp32 reference the artefacts were converted from (default: the shipped checkpoint)")
+    _data_arg(p)
+    p.add_argument("--out", type=Path, default=Path("runs/validate"), help="report folder")
+    p.add_argument("--from-report", type=Path, default=None, metavar="REPORT_JSON",
+                   help="re-gate and re-render this report.json instead of running artefacts")
+    _validate_options_args(p, videos_default=None, clips_default=4)
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from echoedge.validate.report_md import summary_table
+    from echoedge.validate.validate import regate, validate
+
+    if args.from_report is not None:
+        if args.artefacts:
+            raise EchoEdgeError("give either ARTEFACTS or --from-report, not both")
+        res = regate(args.from_report, args.out, gates=args.gates, strict=args.strict)
+    else:
+        if not args.artefacts:
+            raise EchoEdgeError("no ARTEFACTS given (artefact folders, or a folder holding them)")
+        res = validate(args.artefacts, _resolve_data(args.data), _resolve_checkpoint(args.checkpoint),
+                       args.out, gates=args.gates, strict=args.strict, options=_validate_options(args))
+    print()
+    print(summary_table(res.report))
+    s = res.report["summary"]
+    print(("all artefacts passed" if s["passed"] else "a gate failed") +
+          f"; wrote {', '.join(str(p) for p in res.files.values())}")
+    return res.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-edge",
@@ -340,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_calibrate(sub)
     _add_export(sub)
+    _add_validate(sub)
+    _add_bridge(sub)
     return parser
 
 

@@ -1,0 +1,201 @@
+"""Gates: thresholds from YAML applied to report.json, giving each artefact its status.
+
+The gate reads only the report (a dict as written to report.json): it never re-runs a model, so a
+CI job can re-gate a stored report with other thresholds. Statuses:
+
+- PASS: it ran and every enabled gate held;
+- FAIL_ACCURACY: it ran and at least one gate failed (the failed gates are named);
+- FAIL_RUNTIME: it did not convert, load or run (set by validation, kept here);
+- SKIPPED_PLATFORM: this host cannot run it (set by validation); a failure under --strict.
+
+Exit codes: 0 all pass, 1 a gate or a runtime failed (or a skip under --strict), 2 is left to
+errors of the tool itself (EchoEdgeError).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from echoedge.errors import EchoEdgeError
+
+PASS = "PASS"
+FAIL_ACCURACY = "FAIL_ACCURACY"
+FAIL_RUNTIME = "FAIL_RUNTIME"
+SKIPPED_PLATFORM = "SKIPPED_PLATFORM"
+STATUSES = (PASS, FAIL_ACCURACY, FAIL_RUNTIME, SKIPPED_PLATFORM)
+
+GATES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Metric:
+    path: tuple[str, ...]  # where the value lives in a report.json artefact entry
+    op: str  # "<=" or ">="
+    unit: str
+    scale: float = 1.0  # report value * scale = gate units (fractions -> percent)
+    relative_to_reference: bool = False  # subtract the reference's value at the same path
+
+
+# Gate name -> how to read it from an artefact entry of report.json.
+METRICS: dict[str, Metric] = {
+    "mean_abs_delta_ef": Metric(("vs_reference", "ef", "mean_abs"), "<=", "EF points"),
+    "p95_abs_delta_ef": Metric(("vs_reference", "ef", "p95_abs"), "<=", "EF points"),
+    "max_abs_delta_ef": Metric(("vs_reference", "ef", "max_abs"), "<=", "EF points"),
+    "band_agreement_reference": Metric(("vs_reference", "band_agreement"), ">=", "%", 100.0),
+    "band_agreement_truth": Metric(("vs_truth", "band_agreement"), ">=", "%", 100.0),
+    "mae_increase": Metric(("vs_truth", "mae"), "<=", "EF points", relative_to_reference=True),
+    "p50_latency_ms": Metric(("latency", "p50_ms"), "<=", "ms"),
+}
+
+
+def default_gates_path() -> Path:
+    return Path(str(resources.files("echoedge.validate").joinpath("gates.yaml")))
+
+
+@dataclass
+class GateResult:
+    name: str
+    op: str
+    threshold: float
+    value: float | None
+    unit: str
+    passed: bool
+
+    def describe(self) -> str:
+        v = "n/a" if self.value is None else f"{self.value:.3g}"
+        return f"{self.name} = {v}, needs {self.op} {self.threshold:g} {self.unit}".replace(" %", "%")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_gates(path: str | Path | None = None) -> dict[str, Any]:
+    """The shipped gates, overlaid with the file at `path` (keys it leaves out keep defaults)."""
+    import yaml
+
+    base = _read_yaml(default_gates_path(), yaml)
+    base["source"] = "shipped defaults"
+    if path is None:
+        return base
+    user = _read_yaml(Path(path), yaml)
+    merged = copy.deepcopy(base)
+    merged["defaults"].update(user.get("defaults") or {})
+    for p, th in (user.get("precision") or {}).items():
+        merged["precision"].setdefault(p, {}).update(th or {})
+    for f, per in (user.get("format") or {}).items():
+        for p, th in (per or {}).items():
+            merged["format"].setdefault(f, {}).setdefault(p, {}).update(th or {})
+    merged["source"] = str(path)
+    return merged
+
+
+def _read_yaml(path: Path, yaml: Any) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise EchoEdgeError(f"{path}: gates file not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise EchoEdgeError(f"{path}: unreadable gates file ({' '.join(str(e).split())[:160]})") from None
+    if not isinstance(data, dict):
+        raise EchoEdgeError(f"{path}: gates file must be a YAML mapping")
+    version = data.get("version", GATES_VERSION)
+    if version != GATES_VERSION:
+        raise EchoEdgeError(f"{path}: gates version {version!r} is not supported (this echo-edge reads {GATES_VERSION})")
+    unknown = set(data) - {"version", "defaults", "precision", "format"}
+    if unknown:
+        raise EchoEdgeError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))} "
+                            "(allowed: version, defaults, precision, format)")
+    _check_thresholds(data.get("defaults"), f"{path}: defaults")
+    for key in ("precision", "format"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise EchoEdgeError(f"{path}: '{key}' must be a mapping")
+    for p, th in (data.get("precision") or {}).items():
+        _check_thresholds(th, f"{path}: precision.{p}")
+    for f, per in (data.get("format") or {}).items():
+        if not isinstance(per, dict):
+            raise EchoEdgeError(f"{path}: format.{f} must map precisions (or 'all') to thresholds")
+        for p, th in per.items():
+            _check_thresholds(th, f"{path}: format.{f}.{p}")
+    data.setdefault("defaults", {})
+    data["precision"] = data.get("precision") or {}
+    data["format"] = data.get("format") or {}
+    return data
+
+
+def _check_thresholds(th: Any, where: str) -> None:
+    if th is None:
+        return
+    if not isinstance(th, dict):
+        raise EchoEdgeError(f"{where} must be a mapping of gate name to threshold")
+    for k, v in th.items():
+        if k not in METRICS:
+            raise EchoEdgeError(f"{where}: unknown gate '{k}' (known: {', '.join(METRICS)})")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            raise EchoEdgeError(f"{where}.{k}: threshold must be a number or null, got {v!r}")
+
+
+def thresholds_for(gates: dict[str, Any], fmt: str, precision: str) -> dict[str, float]:
+    """Enabled thresholds for one artefact: defaults -> precision -> format.all -> format.precision."""
+    out = dict(gates.get("defaults") or {})
+    out.update((gates.get("precision") or {}).get(precision) or {})
+    per_format = (gates.get("format") or {}).get(fmt) or {}
+    out.update(per_format.get("all") or {})
+    out.update(per_format.get(precision) or {})
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def _lookup(entry: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    cur: Any = entry
+    for key in path:
+        if not isinstance(cur, dict) or cur.get(key) is None:
+            return None
+        cur = cur[key]
+    return float(cur) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else None
+
+
+def evaluate_entry(entry: dict[str, Any], reference: dict[str, Any], thresholds: dict[str, float]) -> list[GateResult]:
+    results = []
+    for name, limit in thresholds.items():
+        m = METRICS[name]
+        value = _lookup(entry, m.path)
+        if value is not None and m.relative_to_reference:
+            ref = _lookup(reference, m.path)
+            value = None if ref is None else value - ref
+        if value is not None:
+            value *= m.scale
+        # A gate whose number is missing (e.g. no latency from a reference interpreter) fails:
+        # a threshold someone set must not pass silently.
+        ok = value is not None and math.isfinite(value) and (value <= limit if m.op == "<=" else value >= limit)
+        results.append(GateResult(name, m.op, limit, value, m.unit, bool(ok)))
+    return results
+
+
+def apply_gates(report: dict[str, Any], gates: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+    """Set each artefact's gates and status and the report's summary; returns the report."""
+    reference = report.get("reference") or {}
+    counts = {s: 0 for s in STATUSES}
+    for entry in report.get("artefacts", []):
+        run_status = entry.get("run_status") or entry.get("status")
+        if run_status in (FAIL_RUNTIME, SKIPPED_PLATFORM):
+            entry["gates"] = []
+            entry["status"] = run_status
+        else:
+            th = thresholds_for(gates, entry.get("format", ""), entry.get("precision", ""))
+            results = evaluate_entry(entry, reference, th)
+            entry["gates"] = [r.to_dict() for r in results]
+            failed = [r for r in results if not r.passed]
+            entry["status"] = FAIL_ACCURACY if failed else PASS
+            entry["reason"] = "; ".join(r.describe() for r in failed) if failed else entry.get("reason")
+        counts[entry["status"]] += 1
+    bad = counts[FAIL_ACCURACY] + counts[FAIL_RUNTIME] + (counts[SKIPPED_PLATFORM] if strict else 0)
+    report["gates"] = {"source": gates.get("source", ""), "version": GATES_VERSION,
+                       "defaults": gates.get("defaults"), "precision": gates.get("precision"),
+                       "format": gates.get("format")}
+    report["summary"] = {"counts": counts, "strict": bool(strict), "passed": bad == 0,
+                         "exit_code": 1 if bad else 0}
+    return report

@@ -1,0 +1,264 @@
+"""`echo-edge run`: the main job end to end, timed stage by stage.
+
+data -> checkpoint -> calibrate (once) -> export every available format in the requested
+precisions -> validate -> report. Each format is exported in its own call so that one toolchain
+failing (or not installed) costs only its own artefacts: the failure becomes a FAIL_RUNTIME row of
+the report (stage "convert"), and the other formats are still validated. Formats whose converter
+module is not part of this install are named in the report's notes, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from echoedge.errors import EchoEdgeError, first_line
+from echoedge.validate.gates import FAIL_RUNTIME
+from echoedge.validate.validate import ValidateOptions, ValidationResult, failed_entry, validate
+
+ARTEFACTS_DIR = "artefacts"
+RUN_FILE = "run.json"
+# fp32 everywhere plus each format's int8 family member that quantizes activations too: int8 for
+# ExecuTorch and TFLite, w8a8 for Core ML (its "int8").
+DEFAULT_PRECISIONS = "fp32,int8,w8a8"
+
+
+@dataclass
+class JobResult:
+    validation: ValidationResult
+    artefacts_dir: Path
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return self.validation.exit_code
+
+
+def available_formats(formats: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Formats whose converter and runner modules are installed, and why the others are not."""
+    from echoedge.convert.export import CONVERTERS
+    from echoedge.validate.runner import RUNNERS
+
+    ok, missing = [], {}
+    for fmt in formats:
+        mods = [CONVERTERS[fmt][1].split(":")[0]] + ([RUNNERS[fmt].split(":")[0]] if fmt in RUNNERS else [])
+        absent = [m for m in mods if importlib.util.find_spec(m) is None]
+        if fmt not in RUNNERS:
+            absent.append("(no runner registered)")
+        if absent:
+            missing[fmt] = f"not in this install ({', '.join(absent)} missing)"
+        else:
+            ok.append(fmt)
+    return ok, missing
+
+
+def plan(formats: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """(format, precision) pairs: each format builds the requested precisions it offers."""
+    from echoedge.convert.export import CONVERTERS
+
+    return [(f, p) for f in formats for p in precisions if p in CONVERTERS[f][0]]
+
+
+def run_job(
+    out: Path,
+    data: Path | None = None,
+    checkpoint: Path | None = None,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    calibration: str = "ef-stratified:64",
+    calibration_set: Path | None = None,
+    options: ValidateOptions | None = None,
+    gates: Path | None = None,
+    strict: bool = False,
+    reuse: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> JobResult:
+    from echoedge.convert.export import CALIBRATED, CONVERTERS, export
+
+    opt = options or ValidateOptions()
+    out = Path(out)
+    art_dir = out / ARTEFACTS_DIR
+    timings: dict[str, float] = {}
+    t_job = time.perf_counter()
+
+    formats = list(formats or CONVERTERS)
+    precisions = list(precisions or DEFAULT_PRECISIONS.split(","))
+    if gates is not None:  # fail on a bad gates file before minutes of conversion
+        from echoedge.validate.gates import load_gates
+
+        load_gates(gates)
+    usable, unavailable = available_formats(formats)
+    for fmt, why in unavailable.items():
+        log(f"{fmt}: {why}; skipped")
+    pairs = plan(usable, precisions)
+    if not pairs:
+        raise EchoEdgeError(f"nothing to build: formats {', '.join(formats)} with precisions "
+                            f"{', '.join(precisions)} ({'; '.join(f'{k}: {v}' for k, v in unavailable.items()) or 'no format offers them'})")
+
+    t0 = time.perf_counter()
+    if data is None:
+        from echoedge.data.default import default_dataset
+
+        data = default_dataset(progress=opt.progress)
+    log(f"data: {data}")
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if checkpoint is None:
+        from echoedge.model.checkpoint import SHIPPED
+
+        checkpoint = SHIPPED
+    from echoedge.model.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(Path(checkpoint))
+    timings["checkpoint"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    calib_path = _calibrate(data, ck, art_dir, pairs, calibration, calibration_set, seed, reuse,
+                            opt, log) if any(p in CALIBRATED for _, p in pairs) else None
+    timings["calibrate"] = time.perf_counter() - t0
+
+    built, reused, failed = [], [], []
+    extra: list[dict[str, Any]] = []
+    calib_id = _calibration_id(calib_path)
+    for fmt in usable:
+        todo = [p for f, p in pairs if f == fmt]
+        if reuse:
+            keep = [p for p in todo if _reusable(art_dir / f"{fmt}-{p}", ck.sha256,
+                                                   calib_id if p in CALIBRATED else None)]
+            reused += [f"{fmt}-{p}" for p in keep]
+            todo = [p for p in todo if p not in keep]
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        current: list[str] = []
+
+        def export_log(msg: str, _cur: list[str] = current) -> None:
+            # export() announces each conversion as "<fmt> <precision>: converting -> <folder>":
+            # the last one announced is the one a failure belongs to.
+            head = msg.split(":", 1)[0].split()
+            if len(head) == 2 and "converting" in msg:
+                _cur.append(head[1])
+            log(msg)
+
+        try:
+            res = export(Path(checkpoint), Path(data), art_dir, [fmt], todo, calibration=calibration,
+                         calibration_set=calib_path, seed=seed, overwrite=True, cache_dir=opt.cache_dir,
+                         progress=opt.progress, log=export_log)
+            built += [p.name for p in res.artefacts]
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # a toolchain's failure is a finding about that format, not the job
+            bad = current[-1] if current else todo[0]
+            reason = f"conversion failed: {first_line(e)}"
+            log(f"{fmt}-{bad}: {reason}")
+            done = set(current[:-1])
+            built += [f"{fmt}-{p}" for p in done]
+            for p in todo:
+                if p in done:
+                    continue
+                why = reason if p == bad else f"not built: the {fmt} {bad} conversion before it failed"
+                extra.append(failed_entry(f"{fmt}-{p}", str(art_dir / f"{fmt}-{p}"), fmt, p,
+                                          FAIL_RUNTIME, "convert", why))
+                failed.append(f"{fmt}-{p}")
+                # A stale folder from an earlier run must not be validated as if just built.
+                _drop_stale(art_dir / f"{fmt}-{p}")
+        timings[f"export {fmt}"] = time.perf_counter() - t0
+
+    # Validate exactly what this job planned (not other folders that happen to be there).
+    folders = [art_dir / f"{f}-{p}" for f, p in pairs if f"{f}-{p}" not in failed]
+    t0 = time.perf_counter()
+    notes = [f"{fmt}: {why}" for fmt, why in unavailable.items()]
+    result = validate(folders, data, checkpoint, out, gates=gates, strict=strict, options=opt,
+                      extra_entries=extra, notes=notes, log=log)
+    timings["validate"] = time.perf_counter() - t0 - result.timings_s.get("report", 0.0)
+    timings["report"] = result.timings_s.get("report", 0.0)
+    timings["total"] = time.perf_counter() - t_job
+    job = JobResult(result, art_dir, built, reused, failed, unavailable, timings)
+    _write_run_json(job, out, opt)
+    return job
+
+
+def _calibrate(data: Path, ck: Any, art_dir: Path, pairs: list, calibration: str,
+               calibration_set: Path | None, seed: int, reuse: bool, opt: ValidateOptions,
+               log: Callable[[str], None]) -> Path:
+    from echoedge.calibration import (
+        build_calibration_set, load_calibration_set, parse_calibration_arg, save_calibration_set,
+    )
+    from echoedge.convert.export import CALIBRATION_DIR
+
+    if calibration_set is not None:
+        cs = load_calibration_set(calibration_set)
+        if cs.spec != ck.spec:
+            raise EchoEdgeError(f"{calibration_set}: calibration clips were made for another ClipSpec "
+                                "than the checkpoint")
+        log(f"calibration: reusing {calibration_set} ({cs.id})")
+        return Path(calibration_set)
+    target = art_dir / CALIBRATION_DIR
+    strategy, size = parse_calibration_arg(calibration)
+    if reuse and (target / "manifest.json").is_file():
+        try:
+            cs = load_calibration_set(target)
+            m = cs.manifest
+            if cs.spec == ck.spec and m.get("strategy") == strategy and len(cs) == size and m.get("seed") == seed:
+                log(f"calibration: reusing {target} ({cs.id})")
+                return target
+        except EchoEdgeError:
+            pass
+    log(f"calibration: drawing {strategy}:{size} from TRAIN of {data}")
+    cs = build_calibration_set(data, ck.spec, strategy=strategy, size=size, seed=seed,
+                               cache_dir=opt.cache_dir, progress=opt.progress)
+    save_calibration_set(cs, target)
+    log(f"calibration: set {cs.id} ({len(cs)} clips) -> {target}")
+    return target
+
+
+def _calibration_id(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("id")
+    except (OSError, ValueError):
+        return None
+
+
+def _reusable(folder: Path, checkpoint_sha: str, calib_id: str | None) -> bool:
+    """An artefact from an earlier run is reused only if it is intact and built from the same inputs."""
+    from echoedge.convert.artefact import read_manifest
+    from echoedge.validate.validate import _verify
+
+    try:
+        m = read_manifest(folder)
+        _verify(folder, m)
+    except EchoEdgeError:
+        return False
+    return m.source_checkpoint_sha256 == checkpoint_sha and m.calibration_id == calib_id
+
+
+def _drop_stale(folder: Path) -> None:
+    import shutil
+
+    if (folder / "manifest.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_run_json(job: JobResult, out: Path, opt: ValidateOptions) -> None:
+    rec = {"timings_s": {k: round(v, 2) for k, v in job.timings_s.items()},
+           "validation_timings_s": {k: round(v, 2) for k, v in job.validation.timings_s.items()},
+           "built": job.built, "reused": job.reused, "failed": job.failed,
+           "unavailable": job.unavailable, "exit_code": job.exit_code,
+           "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opt).items()},
+           "report": str(job.validation.files.get("html", ""))}
+    tmp = out / f".{RUN_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(rec, indent=2) + "\n")
+    os.replace(tmp, out / RUN_FILE)

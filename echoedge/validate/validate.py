@@ -1,0 +1,414 @@
+"""`echo-edge validate`: every artefact against the fp32 reference and the truth, one report.
+
+The reference (the checkpoint's eager PyTorch model, the 3D network a user would otherwise run) is
+run once over the held-out videos with the same multi-clip protocol as `evaluate`; its per-video
+predictions are reused for every artefact. Each artefact is then verified (sha256), opened through
+the Runner registry (so every format that lands is validated by this same code), run over the
+same clips, and timed. What cannot run is reported, never hidden:
+
+- PlatformError at open  -> SKIPPED_PLATFORM with the reason (e.g. Core ML off macOS);
+- any other failure (including a runner module that is not installed) -> FAIL_RUNTIME with the
+  one-line error and the stage (verify, load, run, latency, or convert when `run` built it).
+
+Gates are applied to the report dict alone (echoedge.validate.gates); report.md, report.html and
+junit.xml are rendered from report.json as written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from echoedge.errors import EchoEdgeError, PlatformError, first_line
+from echoedge.validate.gates import FAIL_RUNTIME, SKIPPED_PLATFORM, apply_gates, load_gates
+from echoedge.validate.report_json import REPORT_FILE, SCHEMA_ID, SCHEMA_VERSION, read_report, write_report
+
+REFERENCE_RUNTIME = "pytorch-eager"
+CALIBRATION_CLIPS = "calibration.npz"  # echoedge.calibration.CLIPS_FILE, without importing it
+LATENCY_NOTE_INTERPRETER = ("no latency: the runtime is a reference interpreter, not the device "
+                            "runtime; EF figures are real, its speed is not the artefact's speed")
+
+
+@dataclass
+class ValidateOptions:
+    split: str = "TEST"
+    videos: int | None = None  # first N videos of the split (None: all)
+    clips_per_video: int | None = 4
+    threads: int = 2
+    latency_runs: int = 20
+    warmup: int = 3
+    bootstrap: int = 1000
+    seed: int = 0
+    worst_n: int = 5
+    batch_size: int = 8
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class ValidationResult:
+    report: dict[str, Any]
+    out: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.report["summary"]["exit_code"])
+
+
+def validate(
+    artefacts: str | Path | Sequence[str | Path],
+    data: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    gates: str | Path | None = None,
+    strict: bool = False,
+    options: ValidateOptions | None = None,
+    extra_entries: Sequence[dict[str, Any]] = (),
+    notes: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> ValidationResult:
+    """Validate the artefact folders at or below `artefacts`; write the four report files to `out`.
+
+    `extra_entries` are artefact entries decided before validation (a conversion that failed in
+    `echo-edge run`); they appear in the report with their status.
+    """
+    from echoedge.convert.artefact import find_artefacts
+    from echoedge.data.cache import FrameCache
+    from echoedge.data.echonet import EchoNet
+    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.validate.latency import host_fingerprint
+    from echoedge.validate.runner import EagerRunner
+
+    opt = options or ValidateOptions()
+    gate_cfg = load_gates(gates)  # first: a typo in the gates file should not cost a run
+    folders = _collect(artefacts, find_artefacts)
+    if not folders and not extra_entries:
+        raise EchoEdgeError(f"{_show(artefacts)}: no artefact folders (with manifest.json) found")
+    ck = load_checkpoint(Path(checkpoint))
+    _check_sources(folders, ck, Path(checkpoint))
+
+    reader = EchoNet(Path(data))
+    records = reader.records(opt.split)
+    if opt.videos:
+        records = records[: opt.videos]
+    if not records:
+        raise EchoEdgeError(f"{data}: split {opt.split} has no videos to validate on")
+    train_ef = [r.ef for r in reader.records("TRAIN") if np.isfinite(r.ef)]
+    train_mean = float(np.mean(train_ef)) if train_ef else float("nan")
+    frames = FrameCache(reader, Path(opt.cache_dir) if opt.cache_dir else None)
+    latency_clip = _latency_clip(records[0], frames, ck.spec)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    log(f"reference: eager fp32 {Path(checkpoint).name} on {len(records)} {opt.split} videos "
+        f"x {opt.clips_per_video or 'all'} clips")
+    ref_runner = EagerRunner(ck.model, threads=opt.threads, name="reference")
+    ref_preds = _predict(ref_runner, records, frames, ck.spec, opt, "reference fp32 (eager)")
+    ref_latency = _latency(ref_runner, latency_clip, opt)
+    ref_eval = _summary(ref_preds, records, ck.spec, train_mean, opt)
+    timings["reference"] = time.perf_counter() - t0
+
+    reference = {
+        "name": f"eager:{Path(checkpoint).name}",
+        "runtime": REFERENCE_RUNTIME,
+        "precision": "fp32",
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ck.sha256,
+        "vs_truth": ref_eval,
+        "latency": ref_latency,
+        "predictions": [{"file_name": p.file_name, "ef_true": p.ef_true, "ef": p.ef,
+                         "edv_true": p.edv_true, "edv": p.edv, "esv_true": p.esv_true, "esv": p.esv}
+                        for p in ref_preds],
+    }
+
+    entries: list[dict[str, Any]] = [dict(e) for e in extra_entries]
+    for folder in folders:
+        t0 = time.perf_counter()
+        entry = _validate_one(folder, records, frames, ck.spec, ref_preds, ref_latency, latency_clip,
+                              train_mean, opt, log)
+        timings[entry["name"]] = time.perf_counter() - t0
+        entries.append(entry)
+    entries.sort(key=lambda e: (_format_rank(e["format"]), _precision_rank(e["precision"]), e["name"]))
+
+    report = {
+        "schema": SCHEMA_ID,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "echo_edge_version": _version(),
+        "data": {"root": str(Path(data)), "fingerprint": reader.fingerprint(), "split": opt.split,
+                 "n_videos": len(records), "clips_per_video": opt.clips_per_video},
+        "settings": {"threads": opt.threads, "latency_runs": opt.latency_runs, "warmup": opt.warmup,
+                     "bootstrap": opt.bootstrap, "seed": opt.seed, "worst_n": opt.worst_n,
+                     "batch_size": opt.batch_size},
+        "host": host_fingerprint(opt.threads),
+        "reference": reference,
+        "artefacts": entries,
+        "notes": list(notes),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    apply_gates(report, gate_cfg, strict=strict)
+    t0 = time.perf_counter()
+    files = write_outputs(report, Path(out))
+    timings["report"] = time.perf_counter() - t0
+    return ValidationResult(read_report(files["json"]), Path(out), files, timings)
+
+
+def write_outputs(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """report.json first; the others are rendered from the file as written (the single source)."""
+    from echoedge.validate.junit import write_junit
+    from echoedge.validate.report_html import write_html
+    from echoedge.validate.report_md import write_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_report(report, out / REPORT_FILE)
+    stored = read_report(path)
+    return {"json": path, "md": write_markdown(stored, out / "report.md"),
+            "html": write_html(stored, out / "report.html"), "junit": write_junit(stored, out / "junit.xml")}
+
+
+def regate(report_path: str | Path, out: str | Path | None = None, gates: str | Path | None = None,
+           strict: bool = False) -> ValidationResult:
+    """Apply (other) gates to a stored report.json and re-render; nothing is run again."""
+    report = read_report(report_path)
+    apply_gates(report, load_gates(gates), strict=strict)
+    src = Path(report_path)
+    out = Path(out) if out is not None else (src if src.is_dir() else src.parent)
+    files = write_outputs(report, out)
+    return ValidationResult(read_report(files["json"]), out, files)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _collect(artefacts: Any, find: Callable[[Path], list[Path]]) -> list[Path]:
+    roots = [artefacts] if isinstance(artefacts, (str, Path)) else list(artefacts)
+    folders: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise EchoEdgeError(f"{root}: artefacts folder not found")
+        # A calibration set also has a manifest.json; it is an input of artefacts, not one.
+        folders.extend(f for f in find(root) if f not in folders and not (f / CALIBRATION_CLIPS).is_file())
+    return folders
+
+
+def _show(artefacts: Any) -> str:
+    return str(artefacts) if isinstance(artefacts, (str, Path)) else ", ".join(map(str, artefacts))
+
+
+def _check_sources(folders: list[Path], ck: Any, checkpoint: Path) -> None:
+    """Comparing an artefact with a reference it was not built from gives meaningless ΔEF."""
+    from echoedge.convert.artefact import read_manifest
+
+    for folder in folders:
+        try:
+            m = read_manifest(folder)
+        except EchoEdgeError:
+            continue  # reported per artefact as FAIL_RUNTIME (stage verify)
+        if m.source_checkpoint_sha256 and m.source_checkpoint_sha256 != ck.sha256:
+            raise EchoEdgeError(f"{folder}: built from checkpoint sha256 {m.source_checkpoint_sha256[:12]}…, "
+                                f"but the reference {checkpoint} is {ck.sha256[:12]}…; pass the "
+                                "checkpoint it was converted from with --checkpoint")
+
+
+def _latency_clip(record: Any, frames: Any, spec: Any) -> np.ndarray:
+    from echoedge.data.clips import eval_starts, extract_clip
+
+    f = frames(record)
+    return extract_clip(f, eval_starts(len(f), spec, 1)[0], spec)[None].astype(np.float32)
+
+
+def _predict(runner: Any, records: list, frames: Any, spec: Any, opt: ValidateOptions, what: str) -> list:
+    from echoedge.model.evaluate import predict_videos
+
+    return predict_videos(runner, records, frames, spec, opt.clips_per_video, batch_size=opt.batch_size,
+                          progress=opt.progress, description=what)
+
+
+def _latency(runner: Any, clip: np.ndarray, opt: ValidateOptions) -> dict[str, Any]:
+    from echoedge.validate.latency import measure_latency
+
+    return measure_latency(runner, clip, runs=opt.latency_runs, warmup=opt.warmup,
+                           threads=opt.threads).to_dict()
+
+
+def _summary(preds: list, records: list, spec: Any, train_mean: float, opt: ValidateOptions) -> dict[str, Any]:
+    from echoedge.model.evaluate import summarise
+
+    r = summarise(preds, records, spec, train_mean, opt.split, opt.clips_per_video)
+    d = r.metrics.to_dict()
+    d.update(edv_mae=r.edv_mae, esv_mae=r.esv_mae, landmark_error_px=r.landmark_error_px,
+             baseline_mae=r.baseline_mae)
+    return d
+
+
+def _facts(manifest: Any) -> dict[str, Any]:
+    """Size, hashes and op coverage from the manifest (the converter recorded what it knew).
+
+    Converters record op coverage in their own words; the common keys are read where present:
+    details.int8_op_fraction, details.delegated_ops / fallback_ops, or ExecuTorch's
+    details.delegation (xnnpack_nodes / portable_nodes). Absent figures stay null, never guessed.
+    """
+    d = manifest.details if isinstance(manifest.details, dict) else {}
+    deleg = d.get("delegation") if isinstance(d.get("delegation"), dict) else {}
+    ops = d.get("ops") if isinstance(d.get("ops"), dict) else {}
+
+    def pick(*vals: Any) -> Any:
+        return next((v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+
+    frac = pick(d.get("int8_op_fraction"), ops.get("int8_fraction"))
+    delegated = pick(d.get("delegated_ops"), ops.get("delegated"), deleg.get("xnnpack_nodes"),
+                     deleg.get("delegated_nodes"))
+    fallback = pick(d.get("fallback_ops"), ops.get("fallback"), deleg.get("portable_nodes"),
+                    deleg.get("fallback_nodes"))
+    return {
+        "model_file": manifest.model_file,
+        "model_bytes": int(manifest.model_bytes) if manifest.model_bytes else None,
+        "model_sha256": manifest.model_sha256 or None,
+        "source_checkpoint_sha256": manifest.source_checkpoint_sha256,
+        "calibration_id": manifest.calibration_id,
+        "int8_op_fraction": float(frac) if frac is not None else None,
+        "delegated_ops": int(delegated) if delegated is not None else None,
+        "fallback_ops": int(fallback) if fallback is not None else None,
+        "created_at": manifest.created_at,
+        "tool_versions": manifest.tool_versions,
+    }
+
+
+def empty_entry(name: str, folder: str, fmt: str, precision: str) -> dict[str, Any]:
+    return {"name": name, "folder": folder, "format": fmt, "precision": precision, "runtime": None,
+            "status": FAIL_RUNTIME, "run_status": FAIL_RUNTIME, "stage": None, "reason": None,
+            "facts": {"model_bytes": None, "model_sha256": None, "calibration_id": None,
+                      "int8_op_fraction": None, "delegated_ops": None, "fallback_ops": None},
+            "vs_truth": None, "vs_reference": None, "latency": None, "latency_note": None,
+            "speedup_vs_reference": None, "predictions": None, "gates": []}
+
+
+def failed_entry(name: str, folder: str, fmt: str, precision: str, status: str, stage: str,
+                 reason: str) -> dict[str, Any]:
+    e = empty_entry(name, folder, fmt, precision)
+    e.update(status=status, run_status=status, stage=stage, reason=reason)
+    return e
+
+
+def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds: list,
+                  ref_latency: dict[str, Any], latency_clip: np.ndarray, train_mean: float,
+                  opt: ValidateOptions, log: Callable[[str], None]) -> dict[str, Any]:
+    from echoedge.convert.artefact import read_manifest
+    from echoedge.validate.agreement import agreement
+    from echoedge.validate.runner import open_runner
+
+    entry = empty_entry(folder.name, str(folder), "?", "?")
+
+    def fail(status: str, stage: str, e: BaseException | str) -> dict[str, Any]:
+        reason = e if isinstance(e, str) else first_line(e)
+        if isinstance(e, ImportError):
+            reason = f"runner not available in this install ({reason})"
+        entry.update(status=status, run_status=status, stage=stage, reason=reason)
+        log(f"{entry['name']}: {status} at {stage}: {reason}")
+        return entry
+
+    try:
+        manifest = read_manifest(folder)
+        entry.update(format=manifest.format, precision=manifest.precision, runtime=manifest.runtime)
+        entry["facts"] = _facts(manifest)
+        _verify(folder, manifest)
+    except Exception as e:
+        return fail(FAIL_RUNTIME, "verify", e)
+    log(f"{entry['name']}: {manifest.format} {manifest.precision} ({manifest.runtime})")
+
+    try:
+        runner = open_runner(folder, threads=opt.threads)
+    except PlatformError as e:
+        return fail(SKIPPED_PLATFORM, "load", e)
+    except Exception as e:  # ImportError of a runner that has not landed, a load error, ...
+        return fail(FAIL_RUNTIME, "load", e)
+    try:
+        entry["runtime"] = getattr(runner, "runtime", None) or manifest.runtime
+        try:
+            preds = _predict(runner, records, frames, spec, opt, entry["name"])
+        except PlatformError as e:
+            return fail(SKIPPED_PLATFORM, "run", e)
+        except Exception as e:
+            return fail(FAIL_RUNTIME, "run", e)
+        if getattr(runner, "measures_latency", True):
+            try:
+                entry["latency"] = _latency(runner, latency_clip, opt)
+            except Exception as e:
+                return fail(FAIL_RUNTIME, "latency", e)
+            if entry["latency"]["p50_ms"] > 0:
+                entry["speedup_vs_reference"] = ref_latency["p50_ms"] / entry["latency"]["p50_ms"]
+        else:
+            entry["latency_note"] = LATENCY_NOTE_INTERPRETER + f" (runtime {entry['runtime']})"
+    finally:
+        try:
+            runner.close()
+        except Exception:
+            pass
+
+    names = [p.file_name for p in ref_preds]
+    got = {p.file_name: p for p in preds}
+    test = [got[n] for n in names]
+    agr = agreement(names, [p.ef_true for p in ref_preds], [p.ef for p in ref_preds],
+                    [p.ef for p in test], bootstrap=opt.bootstrap, seed=opt.seed, worst_n=opt.worst_n)
+    vs_ref = agr.to_dict()
+    vs_ref["edv_mean_abs"] = float(np.mean([abs(t.edv - r.edv) for t, r in zip(test, ref_preds)]))
+    vs_ref["esv_mean_abs"] = float(np.mean([abs(t.esv - r.esv) for t, r in zip(test, ref_preds)]))
+    vs_ref["landmark_delta_px"] = _landmark_delta_px(test, ref_preds, spec)
+    entry.update(run_status="ok", status="PASS", stage=None, reason=None,
+                 vs_truth=_summary(preds, records, spec, train_mean, opt), vs_reference=vs_ref,
+                 predictions=[{"file_name": p.file_name, "ef": p.ef, "edv": p.edv, "esv": p.esv}
+                              for p in test])
+    log(f"{entry['name']}: mean |ΔEF| {agr.ef.mean_abs:.3f}, p95 {agr.ef.p95_abs:.3f}, "
+        f"band agreement {100 * agr.band_agreement:.1f} %"
+        + (f", p50 {entry['latency']['p50_ms']:.1f} ms" if entry["latency"] else ""))
+    return entry
+
+
+def _verify(folder: Path, manifest: Any) -> None:
+    """The model is there and matches the manifest's sha256 (a file, or a folder like .mlpackage)."""
+    from echoedge.convert.artefact import verify_artefact
+
+    model = folder / manifest.model_file
+    if not model.is_dir():
+        verify_artefact(folder)
+        return
+    # A Core ML package is a folder: hashed over its files by the Core ML converter's rule.
+    from echoedge.convert.coreml import package_sha256
+
+    if manifest.model_sha256 and package_sha256(model) != manifest.model_sha256:
+        raise EchoEdgeError(f"{model}: sha256 does not match the manifest (package changed or corrupt)")
+
+
+def _landmark_delta_px(test: list, ref: list, spec: Any) -> float | None:
+    """Mean pixel distance between artefact and reference landmarks (traced frames only)."""
+    scale = np.array([spec.width, spec.height], dtype=np.float64)
+    d = []
+    for t, r in zip(test, ref):
+        for a, b in ((t.ed_landmarks, r.ed_landmarks), (t.es_landmarks, r.es_landmarks)):
+            if a is not None and b is not None:
+                d.append(np.linalg.norm((np.asarray(a) - np.asarray(b)) * scale, axis=-1).mean())
+    return float(np.mean(d)) if d else None
+
+
+def _format_rank(f: str) -> int:
+    order = ("executorch", "tflite", "coreml")
+    return order.index(f) if f in order else len(order)
+
+
+def _precision_rank(p: str) -> int:
+    order = ("fp32", "fp16", "w8", "int8", "w8a8", "int8-full")
+    return order.index(p) if p in order else len(order)
+
+
+def _version() -> str:
+    from echoedge import __version__
+
+    return str(__version__)

@@ -1,0 +1,97 @@
+"""Agreement metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from echoedge.validate.agreement import agreement, band_agreement, bland_altman, delta_stats, worst_videos
+from echoedge.validate.latency import host_fingerprint, measure_latency
+
+REF = [10.0, 20.0, 30.0, 40.0]
+TEST = [11.0, 19.0, 32.0, 40.0]  # differences +1, -1, +2, 0
+
+
+def test_delta_stats_by_hand():
+    d = delta_stats(REF, TEST)
+    assert d.mean_abs == pytest.approx(1.0)
+    assert d.max_abs == pytest.approx(2.0)
+    # |Δ| sorted 0, 1, 1, 2; linear interpolation at 0.95 * 3 = 2.85 -> 1 + 0.85 * (2 - 1)
+    assert d.p95_abs == pytest.approx(1.85)
+
+
+def test_bland_altman_by_hand():
+    ba = bland_altman(REF, TEST, bootstrap=0)
+    # bias 0.5; sample SD sqrt(((.5)^2 + (1.5)^2 + (1.5)^2 + (.5)^2) / 3) = sqrt(5/3)
+    sd = math.sqrt(5 / 3)
+    assert ba.n == 4 and ba.bias == pytest.approx(0.5)
+    assert ba.sd == pytest.approx(sd)
+    assert ba.loa_low == pytest.approx(0.5 - 1.96 * sd)
+    assert ba.loa_high == pytest.approx(0.5 + 1.96 * sd)
+    # no bootstrap: the intervals collapse onto the point estimates
+    assert ba.bias_ci.low == ba.bias_ci.high == pytest.approx(0.5)
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_estimate():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(20, 70, 60)
+    test = ref + rng.normal(0.3, 0.5, 60)
+    a = bland_altman(ref, test, bootstrap=500, seed=7)
+    b = bland_altman(ref, test, bootstrap=500, seed=7)
+    c = bland_altman(ref, test, bootstrap=500, seed=8)
+    assert a == b
+    assert a.bias_ci != c.bias_ci
+    assert a.bias_ci.low < a.bias < a.bias_ci.high
+    assert a.loa_low_ci.low < a.loa_low < a.loa_low_ci.high
+    assert a.loa_high_ci.low < a.loa_high < a.loa_high_ci.high
+    # The bias CI is about bias ± 1.96 SD / sqrt(n) (normal theory), within bootstrap noise.
+    half = 1.96 * a.sd / math.sqrt(60)
+    assert (a.bias_ci.high - a.bias_ci.low) / 2 == pytest.approx(half, rel=0.25)
+
+
+def test_band_agreement_and_confusion_by_hand():
+    ref = [35.0, 45.0, 55.0, 49.9]  # bands <40, 40-49, >=50, 40-49
+    test = [36.0, 44.0, 50.0, 50.1]  # bands <40, 40-49, >=50, >=50 (one flip at the 50 boundary)
+    agree, conf = band_agreement(ref, test)
+    assert agree == pytest.approx(0.75)
+    assert conf == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]  # rows reference, columns artefact
+
+
+def test_worst_videos_and_agreement_bundle():
+    names = ["a", "b", "c", "d"]
+    w = worst_videos(names, np.array([12.0, 18.0, 33.0, 41.0]), np.array(REF), np.array(TEST), n=2)
+    assert [x["file_name"] for x in w] == ["c", "a"]  # |Δ| 2, then 1 (tie a/b broken by name)
+    assert w[0]["delta_ef"] == pytest.approx(2.0) and w[0]["ef_true"] == 33.0
+    agr = agreement(names, [0, 0, 0, 0], REF, TEST, bootstrap=100, seed=0, worst_n=3)
+    assert agr.band_agreement == 1.0 and len(agr.worst) == 3
+    assert agr.to_dict()["bland_altman"]["bias"] == pytest.approx(0.5)
+
+
+def test_mismatched_inputs_raise():
+    with pytest.raises(ValueError):
+        delta_stats([1.0, 2.0], [1.0])
+
+
+def test_latency_measures_real_calls_and_fingerprint_names_the_host():
+    calls = []
+
+    class Slow:
+        load_s = 0.25
+
+        def __call__(self, x):
+            calls.append(x.shape)
+            s = 0.0
+            for i in range(20000):  # real work, so the timings are not zero
+                s += i
+            return (np.zeros(1),)
+
+    lat = measure_latency(Slow(), np.zeros((1, 1, 2, 4, 4), np.float32), runs=20, warmup=3, threads=2)
+    assert len(calls) == 23 and calls[0] == (1, 1, 2, 4, 4)
+    assert 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms and lat.load_s == 0.25
+    assert lat.clips_per_s == pytest.approx(1000 / lat.mean_ms)
+    fp = host_fingerprint(2)
+    assert fp["threads"] == 2 and fp["logical_cores"] >= 1 and fp["cpu_model"]
+    assert "torch" in fp["runtime_versions"] and len(fp["id"]) == 12
+    assert host_fingerprint(2)["id"] == fp["id"] != host_fingerprint(1)["id"]
