@@ -1,0 +1,242 @@
+"""TFLite converter, op-dtype check and runner on the tiny Echo-E3Net deploy form.
+
+The ONNX + onnx2tf front end is the slow part (about a minute on an idle 2-core machine); it runs
+once per process (tflite.front_end caches it per model) and every precision, including the CLI
+test's, is converted from it.
+
+Measured on the tiny config with random weights (seed 0): fp32 .tflite vs eager ~4e-4 relative
+(onnx2tf's graph rounds differently and random weights amplify it; the shipped paper checkpoint
+gives 5e-7), fp16 about the same, selective int8 ~0.1 EF points and ~1e-3 landmark units.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx2tf")
+pytest.importorskip("ai_edge_litert")
+
+from echoedge.convert import tflite as tfl  # noqa: E402
+from echoedge.convert.artefact import OUTPUT_NAMES, read_manifest, verify_artefact  # noqa: E402
+from echoedge.convert.tflite_ops import OpRecord, TFLiteOps, check_ops, check_tflite, inspect_tflite  # noqa: E402
+from echoedge.errors import EchoEdgeError, ShapeError  # noqa: E402
+from echoedge.model.config import clip_spec_for, get_config  # noqa: E402
+from echoedge.validate.runner import EagerRunner, open_runner  # noqa: E402
+from echoedge.validate.tflite_runner import TFLiteRunner  # noqa: E402
+
+CFG = get_config("tiny")
+SPEC = clip_spec_for(CFG, mean=35.0, std=48.0)
+FP32_RTOL = 1e-3  # relative to max(1, |eager|); measured 4e-4 here (see the module docstring)
+FP16_RTOL = 5e-3
+INT8_EF_BOUND = 2.0  # EF / EDV / ESV points (measured ~0.1)
+INT8_LANDMARK_BOUND = 0.05  # normalised coordinates (measured ~1e-3)
+
+
+@dataclass
+class FakeCalibration:
+    """Stands in for echoedge.calibration.CalibrationSet: the converter reads .clips and .id."""
+
+    clips: np.ndarray
+    id: str = "calib-tflite-test"
+    manifest: dict = field(default_factory=dict)
+
+
+def _clips(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *SPEC.input_shape(1)[1:])).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def deploy():
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.network import EchoE3Net
+
+    torch.manual_seed(0)  # the same weights as test_export_cli's tiny checkpoint
+    model = EchoE3Net(CFG).eval()
+    return to_deploy_form(model, example=torch.from_numpy(_clips(2, seed=0)))
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return FakeCalibration(_clips(8, seed=1))
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory, deploy, calib):
+    root = tmp_path_factory.mktemp("tflite")
+    out = {}
+    for p in ("fp32", "fp16", "int8", "int8-full"):
+        out[p] = tfl.export_tflite(deploy, SPEC, root / p, p, calib if p.startswith("int8") else None,
+                                   "a" * 64, progress=False)
+    return out
+
+
+def _rel(o: np.ndarray, e: np.ndarray) -> float:
+    return float(np.abs(o - e).max() / max(1.0, float(np.abs(e).max())))
+
+
+def test_fp32_tflite_matches_the_eager_deploy_form(artefacts, deploy):
+    x = _clips(3, seed=7)
+    eager = EagerRunner(deploy, clip_shape=SPEC.input_shape(1)[1:])(x)
+    with open_runner(artefacts["fp32"], threads=2) as r:
+        assert isinstance(r, TFLiteRunner) and r.precision == "fp32" and "xnnpack" in r.runtime
+        out = r(x)
+    for name, o, e in zip(OUTPUT_NAMES, out, eager):
+        assert o.shape == e.shape, name
+        assert _rel(o, e) <= FP32_RTOL, (name, _rel(o, e))
+
+
+def test_fp16_is_close_and_smaller(artefacts, deploy):
+    x = _clips(2, seed=8)
+    eager = EagerRunner(deploy)(x)
+    with TFLiteRunner(artefacts["fp16"]) as r:
+        out = r(x)
+    assert max(_rel(o, e) for o, e in zip(out, eager)) <= FP16_RTOL
+    assert read_manifest(artefacts["fp16"]).model_bytes < read_manifest(artefacts["fp32"]).model_bytes
+
+
+def test_int8_is_really_int8_and_stays_close(artefacts, deploy):
+    m = read_manifest(artefacts["int8"])
+    d = m.details
+    info = check_tflite(artefacts["int8"] / m.model_file, "int8")  # raises on a float heavy op
+    assert not info.float_heavy_ops() and not info.flex_ops
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        assert op in d["op_histogram"] and op not in d["ops_left_in_float"]
+    assert 0.5 < d["int8_op_fraction"] <= 1.0 and d["int8_op_fraction"] == round(info.int8_fraction, 4)
+    assert "SOFTMAX" in d["ops_left_in_float"]  # selective: the fragile ops stay float
+    assert m.inputs[0].dtype == "float32" and m.calibration_id == "calib-tflite-test"
+    x = _clips(3, seed=9)
+    eager = EagerRunner(deploy)(x)
+    with TFLiteRunner(artefacts["int8"]) as r:
+        out = r(x)
+    for name, o, e in zip(OUTPUT_NAMES[:3], out[:3], eager[:3]):
+        assert np.abs(o - e).max() <= INT8_EF_BOUND, name
+    for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
+        assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
+    assert max(_rel(o, e) for o, e in zip(out, eager)) > 1e-6  # quantized, not float relabelled
+
+
+def test_int8_full_has_int8_io_with_its_quantization_in_the_manifest(artefacts, deploy):
+    m = read_manifest(artefacts["int8-full"])
+    clip = m.inputs[0]
+    assert clip.dtype == "int8" and clip.scale > 0 and -128 <= clip.zero_point <= 127
+    assert all(t.dtype == "int8" and t.scale > 0 for t in m.outputs)
+    info = check_tflite(artefacts["int8-full"] / m.model_file, "int8-full")
+    assert info.inputs[0].dtype == "int8" and abs(info.inputs[0].scale - clip.scale) < 1e-12
+    x = _clips(2, seed=10)
+    eager = EagerRunner(deploy)(x)
+    with TFLiteRunner(artefacts["int8-full"]) as r:
+        out = r(x)
+    # All-integer (layer norm and softmax too) drifts more than the selective file: loose bound.
+    assert np.abs(out[0] - eager[0]).max() <= 4 * INT8_EF_BOUND
+    assert max(float(np.abs(o - e).max()) for o, e in zip(out[3:], eager[3:])) <= 2 * INT8_LANDMARK_BOUND
+
+
+def test_op_check_rejects_a_float_conv_file_labelled_int8(artefacts):
+    fp32 = artefacts["fp32"] / "model.tflite"
+    check_tflite(fp32, "fp32")  # fine as what it is
+    with pytest.raises(EchoEdgeError) as e:
+        check_tflite(fp32, "int8")
+    msg = str(e.value)
+    assert "float heavy ops in a file labelled int8" in msg and "CONV_2D#" in msg
+    assert str(fp32) in msg and "\n" not in msg
+
+
+def test_flex_ops_fail_every_precision():
+    ops = [OpRecord(0, "CONV_2D", ["int8", "int8", "int32"], ["int8"]),
+           OpRecord(1, "FlexErf", ["float32"], ["float32"])]
+    info = TFLiteOps("m.tflite", ops, [], [])
+    for p in ("fp32", "fp16", "int8"):
+        with pytest.raises(EchoEdgeError, match="Flex.*FlexErf"):
+            check_ops(info, p)
+
+
+def test_no_artefact_holds_a_flex_op_and_manifests_are_complete(artefacts):
+    for p, folder in artefacts.items():
+        m = verify_artefact(folder)
+        d = m.details
+        assert m.format == "tflite" and m.precision == p
+        assert inspect_tflite(folder / m.model_file).flex_ops == [] and d["flex_ops"] == []
+        assert d["input_layout"] == m.inputs[0].layout == "NCTHW" and m.inputs[0].shape == [1, 1, 16, 64, 64]
+        assert d["route"] == tfl.ROUTES[p] and set(d["signature"]["outputs"]) == set(OUTPUT_NAMES)
+        for tool in ("onnx", "onnx2tf", "tensorflow-cpu", "ai-edge-litert"):
+            assert m.tool_versions[tool] != "not installed", tool
+        assert (m.calibration_id is not None) == p.startswith("int8")
+        assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.tflite"]
+
+
+def test_runner_interpreters_threads_layout_and_shape_checks(artefacts):
+    x = _clips(3, seed=11)
+    with TFLiteRunner(artefacts["fp32"], threads=1, interpreter="litert") as a, \
+            TFLiteRunner(artefacts["fp32"], threads=2, interpreter="tf") as b:
+        assert a.threads == 1 and "litert" in a.runtime and "tf interpreter" in b.runtime
+        for oa, ob in zip(a(x), b(x)):
+            assert np.allclose(oa, ob, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ShapeError):
+            a(x[:, :, :8])
+    with pytest.raises(EchoEdgeError, match="unknown TFLite interpreter"):
+        TFLiteRunner(artefacts["fp32"], interpreter="gpu")
+    # A channels-last file would be fed transposed: the layout helper does exactly that.
+    y = tfl.to_layout(x[:1], "NTHWC")
+    assert y.shape == (1, 16, 64, 64, 1) and np.array_equal(y[0, 3, 5, 7, 0], x[0, 0, 3, 5, 7])
+    assert tfl.input_layout([1, 16, 64, 64, 1], (1, 1, 16, 64, 64)) == "NTHWC"
+
+
+def test_interrupted_export_leaves_no_folder(tmp_path, deploy, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tfl, "convert_saved_model", boom)
+    with pytest.raises(KeyboardInterrupt):
+        tfl.export_tflite(deploy, SPEC, tmp_path / "fp32", "fp32", None, "a" * 64, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_are_one_line_errors(tmp_path, deploy, monkeypatch):
+    with pytest.raises(EchoEdgeError, match="int8 needs a calibration set"):
+        tfl.export_tflite(deploy, SPEC, tmp_path / "a", "int8", None, "a" * 64, progress=False)
+    with pytest.raises(EchoEdgeError, match="precision must be one of"):
+        tfl.export_tflite(deploy, SPEC, tmp_path / "a", "int4", None, "a" * 64, progress=False)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnx2tf" else real(n, *a))
+    with pytest.raises(EchoEdgeError, match="TFLite toolchain is not installed.*onnx2tf"):
+        tfl.export_tflite(deploy, SPEC, tmp_path / "a", "fp32", None, "a" * 64, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(EchoEdgeError, match="bad.tflite: not a TFLite flatbuffer"):
+        inspect_tflite(bad)
+
+
+@pytest.mark.slow
+def test_export_cli_tflite_fp32_and_int8(tmp_path: Path, synth_root: Path, artefacts, capsys):
+    """End to end through `echo-edge export` (the front end is shared with the fixtures above:
+    the CLI's tiny checkpoint has the same weights)."""
+    from echoedge.cli import main as cli_main
+    from echoedge.model.checkpoint import save_checkpoint
+    from echoedge.model.network import EchoE3Net
+
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "tiny.pt", EchoE3Net(CFG).eval(), CFG, SPEC, "test")
+    out = tmp_path / "art"
+    rc = cli_main(["export", "--checkpoint", str(ck), "--data", str(synth_root), "--format", "tflite",
+                   "--precision", "fp32,int8", "--calibration", "random:8", "--out", str(out),
+                   "--cache-dir", str(tmp_path / "frames")])
+    assert rc == 0, capsys.readouterr().err
+    calib = json.loads((out / "calibration" / "manifest.json").read_text())
+    fp32, int8 = read_manifest(out / "tflite-fp32"), read_manifest(out / "tflite-int8")
+    assert int8.calibration_id == calib["id"] and fp32.calibration_id is None
+    assert int8.details["quantization"]["calibration"]["clips"] == 8
+    from echoedge.calibration import load_calibration_set
+
+    x = load_calibration_set(out / "calibration").clips[:2]
+    with open_runner(out / "tflite-fp32") as a, open_runner(out / "tflite-int8") as b:
+        fa, fb = a(x), b(x)
+    assert np.abs(fa[0] - fb[0]).max() <= INT8_EF_BOUND
