@@ -21,8 +21,10 @@ Rewrites (x is (B, C, T, H, W); "frames" is its (B, T, C, H, W) view, folded to 
   When the deploy form is built with an example (every converter does), each such conv is then
   specialised to its input frame count: output frames are split into runs that read the same
   real frames, each run convolves only the taps it reads, and the runs are concatenated in time,
-  so no zero frames exist at all (they cost a portable `full` kernel outside XNNPACK on
-  ExecuTorch and embedded constants in the fp32 TFLite/Core ML files).
+  so no zero frames exist (they cost a portable `full` kernel outside XNNPACK on ExecuTorch and
+  embedded constants in the fp32 TFLite/Core ML files). A stacked conv's boundary runs need their
+  own weight slices, so where those would outweigh the zero frames (deep stages: few frames, many
+  channels; e.g. +3.1 MB on the paper config's fp32 .pte) the zero-padded form is kept.
 - Conv3d, temporal stride == temporal kernel (non-overlapping windows): the frames are reshaped to
   (B, T/s, s*C*H*W) -- each block of s frames already *is* the stacked window, so there is no
   slicing at all (strided slicing, step 2, falls off XNNPACK on ExecuTorch and TFLite). With a
@@ -287,7 +289,7 @@ class Conv3dAs2d(_Batched5D):
         return cls(win, convs, stacked=False, post=post)
 
     # ------------------------------------------------------------ padding-free form
-    def specialise(self, frames: int, where: str = "") -> None:
+    def specialise(self, frames: int, where: str = "", frame_numel: int | None = None) -> None:
         """Fix the input to `frames` frames and drop the zero frames of temporal padding.
 
         Output frames are grouped into runs that read the same taps of real frames (the first
@@ -303,6 +305,16 @@ class Conv3dAs2d(_Batched5D):
         runs = _tap_runs(win, frames)
         if runs is None:  # an output frame would read padding only: keep the zero-padded form
             return
+        if self.stacked and frame_numel is not None:
+            # Boundary runs of a stacked conv carry their own slice of the weight. Where those
+            # copies outweigh the zero frames they replace (deep stages: few frames, many
+            # channels), the zero-padded form is the smaller program: keep it.
+            full = self.convs[0]
+            per_tap = full.weight.numel() // win.kernel
+            extra = sum((b - a + 1) * per_tap for a, b in {(a, b) for *_, a, b in runs}
+                        if (a, b) != (0, win.kernel - 1))
+            if extra > (win.pad_before + win.pad_after) * frame_numel:
+                return
         self.frames = frames
         self.runs = runs
         if self.stacked:
@@ -674,15 +686,16 @@ def _set_contiguous_outputs(model: nn.Module, value: bool) -> None:
 
 def specialise_frames(deploy: nn.Module, example: Tensor) -> None:
     """Record each conv rewrite's input frame count on `example` and drop its zero padding
-    (Conv3dAs2d.specialise). The deploy form is static-shape anyway (every converter exports it
+    (Conv3dAs2d.specialise) where that does not grow the program. The deploy form is static-shape anyway (every converter exports it
     for one clip size), so nothing is lost."""
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, int]] = {}
     hooks = []
     for path, m in deploy.named_modules():
         if isinstance(m, Conv3dAs2d):
             def hook(mod: nn.Module, args: tuple[Any, ...], path: str = path) -> None:
-                x = args[0]
-                seen[path] = int(x.shape[-3])
+                x = args[0]  # (B, C, T, H, W) or unbatched (C, T, H, W)
+                c, t, h, w = x.shape[-4:]
+                seen[path] = (int(t), int(c * h * w))
             hooks.append(m.register_forward_pre_hook(hook))
     try:
         _run_eval(deploy, example)
@@ -690,8 +703,8 @@ def specialise_frames(deploy: nn.Module, example: Tensor) -> None:
         for h in hooks:
             h.remove()
     mods = dict(deploy.named_modules())
-    for path, frames in seen.items():
-        mods[path].specialise(frames, path)
+    for path, (frames, frame_numel) in seen.items():
+        mods[path].specialise(frames, path, frame_numel)
 
 
 def to_deploy_form(model: nn.Module, example: Tensor | None = None) -> nn.Module:

@@ -109,7 +109,8 @@ def test_specialised_conv_has_no_zero_frames_and_equals_reference(
         groups, cout = cin, cin
     conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation,
                      groups=groups, bias=bias).eval()
-    x = torch.randn(2, cin, frames, 9, 8)
+    # Frames large enough that zero frames outweigh the boundary runs' weight slices.
+    x = torch.randn(2, cin, frames, 24, 20)
     deploy = to_deploy_form(conv, example=x)
     assert deploy.runs is not None
     with torch.no_grad():
@@ -117,7 +118,7 @@ def test_specialised_conv_has_no_zero_frames_and_equals_reference(
     ops = _graph_ops(deploy, x[:1])
     assert not ops & {"full", "zeros", "new_zeros", "constant_pad_nd", "pad"}, ops
     with pytest.raises(DeployError, match=f"specialised to {frames} input frames"):
-        deploy(torch.randn(1, cin, frames + 1, 9, 8))
+        deploy(torch.randn(1, cin, frames + 1, 24, 20))
 
 
 def test_specialisation_keeps_zero_padding_where_a_frame_reads_only_padding():
@@ -131,13 +132,34 @@ def test_specialisation_keeps_zero_padding_where_a_frame_reads_only_padding():
         assert _max_diff(conv(x), deploy(x)) <= OP_TOL
 
 
-def test_echo_e3net_deploy_form_exports_without_zero_tensors():
+def test_specialisation_keeps_zero_frames_where_weight_copies_would_be_larger():
+    # Deep-stage shape: 2 frames of 3x3 with 64 channels; boundary weight slices (2 x 2/3 of
+    # 64*64*27) dwarf two zero frames (2 x 64*9).
+    conv = nn.Conv3d(64, 64, 3, padding=1).eval()
+    x = torch.randn(1, 64, 2, 3, 3)
+    deploy = to_deploy_form(conv, example=x)
+    assert deploy.runs is None
+    with torch.no_grad():
+        assert _max_diff(conv(x), deploy(x)) <= OP_TOL
+
+
+def test_echo_e3net_specialised_deploy_form_has_fewer_zero_tensors_and_no_bigger_footprint():
     torch.manual_seed(0)
-    model = build_model(get_config("tiny")).eval()
-    x = torch.randn(get_config("tiny").input_shape(1))
-    deploy = to_deploy_form(model, example=x)
-    ops = _graph_ops(deploy, x)
-    assert not ops & {"full", "zeros", "new_zeros", "constant_pad_nd"}, ops
+    cfg = get_config("tiny")
+    model = build_model(cfg).eval()
+    x = torch.randn(cfg.input_shape(1))
+    plain, special = to_deploy_form(model), to_deploy_form(model, example=x)
+
+    def footprint(m: nn.Module) -> tuple[int, int]:
+        ep = torch.export.export(m, (x,))
+        fulls = [n for n in ep.graph.nodes if n.op == "call_function"
+                 and getattr(n.target, "__name__", "").split(".")[0] in ("full", "zeros", "new_zeros")]
+        zeros = sum(n.meta["val"].numel() for n in fulls)
+        return len(fulls), zeros + sum(p.numel() for p in m.parameters())
+
+    (n_plain, size_plain), (n_special, size_special) = footprint(plain), footprint(special)
+    assert n_special < n_plain
+    assert size_special <= size_plain
 
 
 def test_conv3d_rewrite_accepts_unbatched_input():
