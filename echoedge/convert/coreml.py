@@ -1,0 +1,561 @@
+"""Deploy form -> Core ML ML program (`model.mlpackage`), fp32 / fp16 / W8 / W8A8, as an artefact folder.
+
+    torch.export (static 1xCxTxHxW input).run_decompositions({})
+      -> coremltools.convert(convert_to="mlprogram", minimum_deployment_target=iOS17)
+         fp32: compute precision FLOAT32; fp16, w8, w8a8: FLOAT16 (Core ML's default)
+      -> w8:   coremltools.optimize.coreml.linear_quantize_weights: int8, linear_symmetric,
+               per output channel, weights of >= W8_WEIGHT_THRESHOLD elements (smaller ones,
+               e.g. biases and norm scales, stay fp16 - Core ML's own rule, with a lower bar)
+      -> w8a8: activation quantization first, then the same weight quantization (below)
+      -> model.mlpackage, checked by running it through the reference interpreter
+         (echoedge.validate.coreml_interp) against the eager module on golden clips.
+
+W8A8 route ("interpreted activation ranges"). coremltools' `linear_quantize_activations` gets
+activation ranges by running the model through Core ML, which only macOS can. Here the fp16
+program is saved, loaded back from disk and run clip by clip through the reference interpreter
+over the echo calibration set; the min/max of every intermediate tensor (coremltools' own
+statistic, with its concat-range merging) then feeds coremltools' own graph passes
+(`compression::insert_prefix_quantize_dequantize_pair`, `..._suffix_...`,
+`common::dequantize_quantize_pair_elimination`), exactly as `linear_quantize_activations` would on
+a Mac. It starts from the fp16 program: from fp32, coremltools fails ("scale has dtype fp16 whereas
+input has dtype fp32", reference/toolchain.md). The other known Linux route (a torchao PT2E
+graph converted to Core ML) is recorded as less accurate in reference/toolchain.md. The passes
+are coremltools internals (pinned coremltools 9.0); the manifest records the route and the
+calibration set id. coremltools' passes also turn the fp16 program's I/O into float16 (the
+plain fp16 conversion keeps float32 I/O): the manifest records the dtypes the package declares.
+
+The folder's manifest records the ML program's op histogram, the quantization ops, the compute
+precision, the deployment target and the host-side error against the eager deploy form.
+`.mlpackage` is a folder: its sha256 is `package_sha256` (over its files, by relative path).
+coremltools is imported inside the functions, its conversion logs captured (shown on failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from echoedge.convert.artefact import (
+    MANIFEST_NAME, OUTPUT_NAMES, INPUT_NAME, ArtefactManifest, echo_tensor_specs, tool_versions,
+)
+from echoedge.data.clipspec import ClipSpec
+from echoedge.errors import EchoEdgeError, first_line
+
+PRECISIONS = ("fp32", "fp16", "w8", "w8a8")
+RUNTIME = "coreml"
+MODEL_FILE = "model.mlpackage"
+DEPLOYMENT_TARGET = "iOS17"  # first target with quantize/dequantize ops (W8A8)
+GOLDEN_CASES = 3
+# Weight tensors with fewer elements stay fp16 in W8/W8A8 (coremltools' default is 2048, which
+# would leave the small convs of the paper config float); biases and norm scales fall below it.
+W8_WEIGHT_THRESHOLD = 256
+W8A8_ROUTE = "interpreted-activation-ranges"
+
+
+def export_coreml(
+    model: Any,
+    spec: ClipSpec,
+    out_dir: str | Path,
+    precision: str,
+    calibration: Any | None,
+    source_checkpoint_sha256: str,
+    golden_inputs: np.ndarray | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Convert a deploy-form module to a Core ML artefact folder at `out_dir`; return it.
+
+    `calibration` (an echoedge.calibration.CalibrationSet: `.clips`, `.id`) is required for w8a8
+    and ignored otherwise. `golden_inputs` (float32 (G, C, T, H, W)) are the clips the written
+    program is checked on; without them the first calibration clips, or seeded random clips.
+    """
+    from echoedge.convert.executorch import _check_clips
+
+    out_dir = Path(out_dir)
+    if precision not in PRECISIONS:
+        raise EchoEdgeError(f"Core ML precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "w8a8" and calibration is None:
+        raise EchoEdgeError(f"{out_dir}: w8a8 needs a calibration set (activation ranges come "
+                            "from real clips)")
+    clip_shape = tuple(spec.input_shape(1))
+    clips = None
+    if precision == "w8a8":
+        clips = _check_clips(calibration.clips, clip_shape, "calibration set")
+    if golden_inputs is not None:
+        golden = _check_clips(golden_inputs, clip_shape, "golden inputs")
+    elif calibration is not None:
+        golden = _check_clips(calibration.clips, clip_shape, "calibration set")[:GOLDEN_CASES]
+    else:
+        golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
+
+    def build(tmp: Path) -> ArtefactManifest:
+        return _build(model, spec, tmp, precision, clips, calibration, golden,
+                      source_checkpoint_sha256, progress)
+
+    return write_package_artefact(out_dir, build, overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------------------------
+# conversion
+# --------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def quiet_coremltools() -> Iterator[io.StringIO]:
+    """Capture coremltools' chatter (progress bars, version warnings) into a buffer.
+
+    The caller shows the buffer only when something fails; a normal export prints one line per
+    step. Python-level streams only: C++ logging of the libraries it imports still reaches fd 2.
+    """
+    import logging
+    import warnings
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    loggers = [logging.getLogger(n) for n in ("coremltools", "root")]
+    old_levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        for lg, lvl in zip(loggers, old_levels):
+            lg.removeHandler(handler)
+            lg.setLevel(lvl)
+
+
+def _import_coremltools() -> Any:
+    try:
+        with quiet_coremltools():
+            import coremltools as ct
+    except ImportError as e:
+        raise EchoEdgeError(f"coremltools is not installed ({first_line(e)}); "
+                            "install the pinned version from requirements.txt") from None
+    return ct
+
+
+def convert_to_mlmodel(model: Any, example: Any, compute_precision: str) -> Any:
+    """torch.export + coremltools.convert: an in-memory MLModel (not loadable for prediction
+    off macOS), input named 'clip', outputs named as Echo-E3Net's OUTPUT_NAMES when it has 5."""
+    import torch
+
+    ct = _import_coremltools()
+    with torch.no_grad():
+        ep = torch.export.export(model.eval(), (example,)).run_decompositions({})
+    _drop_aliases(ep)
+    _positional_gelu_approximation(ep)
+    n_out = len([s for s in ep.graph_signature.output_specs])
+    outputs = [ct.TensorType(name=n) for n in OUTPUT_NAMES] if n_out == len(OUTPUT_NAMES) else None
+    prec = {"fp32": ct.precision.FLOAT32, "fp16": ct.precision.FLOAT16}[compute_precision]
+    return ct.convert(
+        ep,
+        inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
+        outputs=outputs,
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+        compute_precision=prec,
+        skip_model_load=True,
+    )
+
+
+def _drop_aliases(ep: Any) -> None:
+    """Replace `aten.alias` nodes (a no-op view, e.g. a full-range slice) by their input.
+
+    coremltools 9's torch frontend has no `alias` op ("Unsupported fx node alias"); the value is
+    the input itself, so the graph computes the same function without it.
+    """
+    import torch
+
+    graph = ep.graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in (torch.ops.aten.alias.default,
+                                                          torch.ops.aten.alias_copy.default):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+            changed = True
+    if changed:
+        graph.lint()
+        ep.graph_module.recompile()
+
+
+def _positional_gelu_approximation(ep: Any) -> None:
+    """Pass gelu's `approximate="tanh"` positionally, so coremltools sees it.
+
+    coremltools 9 reads only gelu's positional inputs; torch.export keeps `approximate` as a
+    keyword, so a tanh GELU silently became the exact (erf) GELU in the program (~1e-4 relative on
+    EF for the shipped checkpoint). DESIGN.md: export never approximates silently. With the
+    positional argument, coremltools' own gelu conversion fails on the plain string, hence the
+    replacement registered by _register_gelu_with_approximation.
+    """
+    import torch
+
+    _register_gelu_with_approximation()
+    changed = False
+    for node in ep.graph_module.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.gelu.default and "approximate" in node.kwargs:
+            kwargs = dict(node.kwargs)
+            node.args = (*node.args, kwargs.pop("approximate"))
+            node.kwargs = kwargs
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
+
+
+_GELU_REGISTERED = False
+
+
+def _register_gelu_with_approximation() -> None:
+    """Replace coremltools' torch `gelu` conversion with one that reads a positional
+    `approximate` given as a plain string (its own expects a Var and fails on "tanh")."""
+    global _GELU_REGISTERED
+    if _GELU_REGISTERED:
+        return
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
+
+    def gelu(context: Any, node: Any) -> None:
+        inputs = _get_inputs(context, node)
+        approximate = "none"
+        if len(inputs) > 1:
+            a = inputs[1]
+            approximate = a if isinstance(a, str) else a.val
+        mode = {"tanh": "TANH_APPROXIMATION", "none": "EXACT"}.get(approximate)
+        if mode is None:
+            raise ValueError(f"gelu approximate={approximate!r} has no Core ML mode")
+        context.add(mb.gelu(x=inputs[0], mode=mode, name=node.name))
+
+    register_torch_op(gelu, override=True)
+    _GELU_REGISTERED = True
+
+
+def _weight_config(ct: Any) -> Any:
+    import coremltools.optimize as cto
+
+    return cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel",
+        weight_threshold=W8_WEIGHT_THRESHOLD))
+
+
+def quantize_weights(mlmodel: Any) -> Any:
+    import coremltools.optimize as cto
+
+    ct = _import_coremltools()
+    return cto.coreml.linear_quantize_weights(mlmodel, _weight_config(ct))
+
+
+def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray,
+                         progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Activation-quantize an fp16 MLModel with ranges from the reference interpreter.
+
+    Returns the new MLModel and a summary of the statistics (how many tensors, the clip count).
+    """
+    from coremltools import _SPECIFICATION_VERSION_IOS_17
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.models import utils as ct_utils
+    from coremltools.optimize.coreml.experimental._post_training_quantization import (
+        _adjust_concat_surrounding_activation_stats,
+    )
+    import coremltools.optimize as cto
+
+    from echoedge.validate.coreml_interp import Interpreter, activation_ranges
+
+    # Statistics are gathered on the program as coremltools will read it back (names included),
+    # so the fp16 model goes through disk first.
+    pkg = scratch / "fp16-for-calibration.mlpackage"
+    mlmodel.save(str(pkg))
+    interp = Interpreter(pkg)
+    stats = activation_ranges(interp, interp.input_names[0], clips, progress=progress, total=len(clips))
+    for name in interp.output_names:  # coremltools keeps no statistics for program outputs
+        stats.pop(name, None)
+    prog, _ = _load_program_quietly(pkg)
+    concat_groups = [[v.name for v in op.inputs["values"]] + [op.outputs[0].name]
+                     for op in prog.functions["main"].operations if op.op_type == "concat"]
+    _adjust_concat_surrounding_activation_stats(concat_groups, stats)
+    shutil.rmtree(pkg, ignore_errors=True)
+
+    config = cto.coreml.OptimizationConfig(
+        global_config=cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+    passes = []
+    for name in ("compression::insert_prefix_quantize_dequantize_pair",
+                 "compression::insert_suffix_quantize_dequantize_pair"):
+        p = PASS_REGISTRY[name]
+        p.set_options([PassOption("config", config)])
+        p.set_options([PassOption("activation_stats", stats)])
+        passes.append(p)
+    passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
+    quantized = ct_utils._apply_graph_pass(
+        mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17,
+        pymil_load_func=milproto_load.load, skip_model_load=True)
+    return quantized, {"tensors_with_ranges": len(stats), "clips": int(len(clips))}
+
+
+def _load_program_quietly(pkg: Path) -> tuple[Any, Any]:
+    from echoedge.validate.coreml_interp import load_mil_program
+
+    with quiet_coremltools():
+        return load_mil_program(pkg)
+
+
+def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
+           calibration: Any | None, golden: np.ndarray, checkpoint_sha: str,
+           progress: bool) -> ArtefactManifest:
+    import torch
+
+    from echoedge.validate.coreml_interp import Interpreter, program_info
+
+    say = print if progress else (lambda *a, **k: None)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    model = model.eval()
+    example = torch.from_numpy(np.ascontiguousarray(golden[:1]))
+    compute = "fp32" if precision == "fp32" else "fp16"
+    pkg = tmp / MODEL_FILE
+    act_summary: dict[str, Any] | None = None
+
+    with quiet_coremltools() as log:
+        try:
+            t0 = time.perf_counter()
+            say(f"Core ML {precision}: converting {tuple(example.shape)} (compute precision {compute})",
+                file=sys.__stdout__)
+            mlmodel = convert_to_mlmodel(model, example, compute)
+            timings["convert"] = time.perf_counter() - t0
+            if precision == "w8a8":
+                t0 = time.perf_counter()
+                say(f"Core ML w8a8: activation ranges on {len(clips)} calibration clips "
+                    "through the reference interpreter", file=sys.__stdout__)
+                scratch = Path(tempfile.mkdtemp(prefix="calib-", dir=tmp))
+                try:
+                    mlmodel, act_summary = quantize_activations(mlmodel, scratch, clips, progress)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                timings["activation_quantization"] = time.perf_counter() - t0
+            if precision in ("w8", "w8a8"):
+                t0 = time.perf_counter()
+                mlmodel = quantize_weights(mlmodel)
+                timings["weight_quantization"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            mlmodel.save(str(pkg))
+            timings["save"] = time.perf_counter() - t0
+        except EchoEdgeError:
+            sys.__stderr__.write(log.getvalue()[-4000:])
+            raise
+        except Exception as e:
+            sys.__stderr__.write(log.getvalue()[-4000:])
+            raise EchoEdgeError(f"Core ML {precision} conversion failed ({type(e).__name__}: "
+                                f"{first_line(e)}); no artefact written") from None
+
+    # The written package, read back from disk as a user would, run through the interpreter.
+    t0 = time.perf_counter()
+    with quiet_coremltools():
+        interp = Interpreter(pkg)
+    outs_by_name = [interp.run({interp.input_names[0]: g[None]}) for g in golden]
+    outs = [np.concatenate([o[n] for o in outs_by_name]) for n in interp.output_names]
+    with torch.inference_mode():
+        ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
+    vs_eager = {name: _errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
+    timings["interpreter_check"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+
+    prog, ml_spec = _load_program_quietly(pkg)
+    info = program_info(prog, ml_spec)
+    weights = _weight_summary(prog, ml_spec)
+    if progress:
+        print(op_table(info.op_histogram))
+    inputs, outputs = echo_tensor_specs(example.shape, [(1, *o.shape[1:]) for o in outs])
+    # The I/O types the package declares: coremltools' graph passes (w8, w8a8) make an fp16
+    # program's I/O float16, where the plain fp16 conversion keeps float32 I/O with casts inside.
+    io_types = io_dtypes(ml_spec)
+    for t in [*inputs, *outputs]:
+        t.dtype = io_types.get(t.name, t.dtype)
+    calib = None
+    if precision == "w8a8" and calibration is not None:
+        calib = {"id": calibration.id, "clips": int(len(clips))}
+        meta = getattr(calibration, "manifest", None) or {}
+        for key in ("strategy", "split", "seed"):
+            if key in meta:
+                calib[key] = meta[key]
+    return ArtefactManifest(
+        format="coreml",
+        precision=precision,
+        runtime=RUNTIME,
+        model_file=MODEL_FILE,
+        clip_spec=spec.to_dict(),
+        inputs=inputs,
+        outputs=outputs,
+        source_checkpoint_sha256=checkpoint_sha,
+        calibration_id=calib["id"] if calib else None,
+        tool_versions=tool_versions("coremltools"),
+        details={
+            "minimum_deployment_target": DEPLOYMENT_TARGET,
+            "compute_precision": compute,
+            "ml_program": {"op_histogram": info.op_histogram,
+                           "quantization_ops": info.quantization_ops,
+                           "specification_version": info.spec_version},
+            "quantization": _quant_details(precision, calib, act_summary, weights),
+            "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
+                                "runtime": "reference-interpreter (echoedge.validate.coreml_interp)",
+                                "interpreter_precision": interp.precision,
+                                "cases": int(len(golden)), "errors": vs_eager},
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        },
+    )
+
+
+def io_dtypes(ml_spec: Any) -> dict[str, str]:
+    """name -> "float32"/"float16"/... of the model description's multi-array inputs and outputs."""
+    from coremltools.proto import FeatureTypes_pb2 as ft
+
+    names = {ft.ArrayFeatureType.FLOAT32: "float32", ft.ArrayFeatureType.FLOAT16: "float16",
+             ft.ArrayFeatureType.DOUBLE: "float64", ft.ArrayFeatureType.INT32: "int32"}
+    out = {}
+    for feat in [*ml_spec.description.input, *ml_spec.description.output]:
+        if feat.type.WhichOneof("Type") == "multiArrayType":
+            out[feat.name] = names.get(feat.type.multiArrayType.dataType, "unknown")
+    return out
+
+
+def _weight_summary(prog: Any, spec: Any) -> dict[str, int]:
+    """Weight elements stored int8 (constexpr dequantization) vs float (consts of >1 element)."""
+    int8 = floating = 0
+    for op in prog.functions["main"].operations:
+        if op.op_type in ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"):
+            int8 += int(np.prod(op.outputs[0].shape))
+        elif op.op_type == "const":
+            v = op.outputs[0].val
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size > 1:
+                floating += int(v.size)
+    return {"int8_weight_elements": int8, "float_const_elements": floating}
+
+
+def _quant_details(precision: str, calib: dict[str, Any] | None, act: dict[str, Any] | None,
+                   weights: dict[str, int]) -> dict[str, Any]:
+    if precision in ("fp32", "fp16"):
+        return {"scheme": None, **weights}
+    d: dict[str, Any] = {
+        "weights": {"scheme": "coremltools.optimize.coreml.linear_quantize_weights",
+                    "mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel",
+                    "weight_threshold": W8_WEIGHT_THRESHOLD},
+        **weights,
+    }
+    if precision == "w8":
+        d["scheme"] = "int8 weights, fp16 activations"
+        return d
+    d["scheme"] = "int8 weights, int8 activations (quantize/dequantize pairs), fp16 elsewhere"
+    d["activations"] = {
+        "route": W8A8_ROUTE,
+        "how": "min/max of every intermediate tensor of the fp16 program over the calibration set, "
+               "computed by echoedge's reference interpreter (no Core ML runtime); coremltools' "
+               "insert_prefix/suffix_quantize_dequantize_pair passes build the W8A8 program",
+        "mode": "linear_symmetric", "dtype": "int8", **(act or {}),
+    }
+    d["calibration"] = calib
+    d["io"] = "float32 (quantize/dequantize inside the program)"
+    return d
+
+
+def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}
+
+
+def op_table(hist: dict[str, int]) -> str:
+    """A short text table of an op histogram (consts left out)."""
+    rows = [(k, v) for k, v in hist.items() if k != "const"]
+    width = max([len(k) for k, _ in rows] + [2])
+    return "\n".join([f"{'op':<{width}}  count"] + [f"{k:<{width}}  {v:>5}" for k, v in rows])
+
+
+# --------------------------------------------------------------------------------------------
+# the folder: an .mlpackage is a directory
+# --------------------------------------------------------------------------------------------
+
+def package_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of a folder: over its files in sorted relative-path order, each
+    contributing its relative POSIX path and its own sha256 (so renames and edits both show)."""
+    from echoedge.model.checkpoint import file_sha256
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def package_bytes(path: str | Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_package_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest],
+                           overwrite: bool = False) -> Path:
+    """echoedge.convert.artefact.write_artefact for a model that is a folder (.mlpackage).
+
+    Same contract - build in a hidden sibling, rename into place only when the build returned -
+    but hashes and sizes the package with package_sha256/package_bytes. Drop this once
+    write_artefact accepts folder models.
+    """
+    from echoedge.convert import artefact as art
+
+    out_dir = Path(out_dir)
+    art._check_target(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~art._umask())
+    try:
+        manifest = build(tmp)
+        if not isinstance(manifest, ArtefactManifest):
+            raise TypeError(f"artefact build returned {type(manifest).__name__}, not ArtefactManifest")
+        manifest.check(str(tmp / MANIFEST_NAME))
+        model = tmp / manifest.model_file
+        if not model.exists():
+            raise EchoEdgeError(f"{out_dir}: the build did not write its model {manifest.model_file}")
+        manifest.model_sha256 = package_sha256(model)
+        manifest.model_bytes = package_bytes(model)
+        manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        art._move_into_place(tmp, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def verify_package_artefact(folder: str | Path) -> ArtefactManifest:
+    """read_manifest plus: the package is there and its sha256 matches the manifest."""
+    from echoedge.convert.artefact import read_manifest
+
+    folder = Path(folder)
+    m = read_manifest(folder)
+    model = folder / m.model_file
+    if not model.exists():
+        raise EchoEdgeError(f"{model}: model named in the manifest is missing")
+    if m.model_sha256 and package_sha256(model) != m.model_sha256:
+        raise EchoEdgeError(f"{model}: sha256 does not match the manifest (package changed or corrupt)")
+    return m
+
+
+__all__: Sequence[str] = ("export_coreml", "convert_to_mlmodel", "quantize_weights",
+                          "quantize_activations", "package_sha256", "verify_package_artefact",
+                          "op_table", "PRECISIONS", "RUNTIME", "W8A8_ROUTE")
