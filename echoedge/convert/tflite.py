@@ -8,12 +8,17 @@
            int8       selective int8 (the default): static int8 calibrated on the echo calibration
                       set, with the numerically fragile ops (layer-norm pieces, softmax, attention
                       matmuls, ...) denylisted through tf.lite's QuantizationDebugger so they stay
-                      float; CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED are int8. Float I/O.
+                      float. Float I/O. For Echo-E3Net the recipe is also scoped, as ExecuTorch's
+                      (executorch.int8_scope): only the stem and CNN stages (95 % of the MACs) are
+                      int8, every op outside them is a denylisted node and stays float
+                      (int8_scope_plan maps the module scope onto the TFLite graph). Other models:
+                      CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED all int8.
            int8-full  all-integer (TFLITE_BUILTINS_INT8 only) with int8 input and outputs; their
                       scale / zero point are in the manifest's TensorSpecs. For accelerators that
                       need it: on CPU it is slower and less accurate (reference/toolchain.md).
       -> op inspection of the written file (tflite_ops): Flex ops fail every precision, float heavy
-         ops fail int8; int8 op fraction and the ops left in float go into the manifest
+         ops fail int8 (scoped int8: float in-scope heavy ops fail it, the out-of-scope ones are
+         listed as "float by recipe"); int8 op fraction and the ops left in float go into the manifest
       -> the file runs in the LiteRT interpreter on golden clips and is compared with the eager
          deploy form (fp32 must agree within float rounding, or the export fails).
 
@@ -72,7 +77,7 @@ ROUTES = {
     "fp32": "onnx2tf SavedModel -> TFLiteConverter (float32)",
     "fp16": "onnx2tf SavedModel -> TFLiteConverter (float16 weights)",
     "int8": "onnx2tf SavedModel -> TFLiteConverter + QuantizationDebugger (selective int8: "
-            "conv/depthwise/fully-connected int8, denylisted ops float)",
+            "conv/depthwise/fully-connected int8 in the int8 scope, denylisted ops and nodes float)",
     "int8-full": "onnx2tf SavedModel -> TFLiteConverter (TFLITE_BUILTINS_INT8, int8 I/O)",
 }
 
@@ -277,10 +282,203 @@ def _run_onnx2tf(onnx_path: Path, saved: Path) -> None:
         raise EchoEdgeError(f"{onnx_path.name}: onnx2tf wrote no SavedModel ({_log_reason(log, RuntimeError(''))})")
 
 
+# ----------------------------------------------------------------------------- int8 scope
+def int8_scope(model: Any) -> tuple[str, ...] | None:
+    """Module-path prefixes whose convs the int8 file quantizes (None: the whole graph).
+
+    The ExecuTorch recipe's scope (echoedge.convert.executorch.int8_scope, measured there): for
+    Echo-E3Net the stem and CNN stages, 95 % of the multiply-adds; the hybrid stages, E2CBD and
+    E2FA stay float.
+    """
+    from echoedge.convert.executorch import int8_scope as recipe_scope
+
+    return recipe_scope(model)
+
+
+@dataclass
+class Int8ScopePlan:
+    """A module scope mapped onto one (calibrated, float) TFLite graph.
+
+    onnx2tf does not keep the ONNX node names (its ops are named `tf.nn.convolution_5` and the
+    like), so the scope is located by weights: an ONNX Conv inside the scope (its node name starts
+    with the module path, e.g. /encoder/cnn.0/...) is the TFLite CONV_2D / DEPTHWISE_CONV_2D whose
+    filter holds the same numbers. The int8 part is those convs and every op they depend on; every
+    other op is a denylisted node (QuantizationDebugOptions.denylisted_nodes, matched on op
+    output-tensor names) and stays float.
+    """
+
+    modules: tuple[str, ...]
+    onnx_convs: int  # Conv nodes of the ONNX graph inside the scope
+    heavy_nodes: list[str]  # output names of the in-scope convs in the TFLite graph
+    int8_part_ops: int  # ops in the int8 part (in-scope convs and their ancestors)
+    denylisted_nodes: list[str]  # output names of every other op
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"int8_modules": list(self.modules), "onnx_convs_in_scope": self.onnx_convs,
+                "int8_convs": len(self.heavy_nodes), "int8_part_ops": self.int8_part_ops,
+                "denylisted_nodes": len(self.denylisted_nodes),
+                "located_by": "in-scope ONNX Conv weights matched to TFLite conv filters; their "
+                              "ancestors are the int8 part, every other op a denylisted node"}
+
+
+@dataclass
+class _GraphOp:
+    op: str
+    inputs: list[int]
+    outputs: list[int]
+
+
+def _tflite_graph(buf: bytes) -> tuple[list[_GraphOp], list[str], Callable[[int], np.ndarray | None]]:
+    """Ops (subgraph 0), tensor names, and a reader of constant float32 tensors."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(buf, 0)
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items()
+               if not k.startswith("_") and isinstance(v, int)}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        codes.append(builtin.get(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())), "?"))
+    sg = model.Subgraphs(0)
+    ops = [_GraphOp(codes[o.OpcodeIndex()],
+                    [int(t) for t in o.InputsAsNumpy()] if o.InputsLength() else [],
+                    [int(t) for t in o.OutputsAsNumpy()] if o.OutputsLength() else [])
+           for o in (sg.Operators(i) for i in range(sg.OperatorsLength()))]
+    names = [(sg.Tensors(i).Name() or b"").decode("utf-8", "replace") for i in range(sg.TensorsLength())]
+
+    def const(t: int) -> np.ndarray | None:
+        if t < 0:
+            return None
+        ten = sg.Tensors(t)
+        if ten.Type() != schema.TensorType.FLOAT32:
+            return None
+        b = model.Buffers(ten.Buffer())
+        if b is None or b.DataLength() == 0:
+            return None
+        shape = [int(x) for x in ten.ShapeAsNumpy()] if ten.ShapeLength() else []
+        return np.frombuffer(b.DataAsNumpy().tobytes(), np.float32).reshape(shape)
+
+    return ops, names, const
+
+
+def _onnx_scope_weights(onnx_path: Path, modules: Sequence[str]) -> list[np.ndarray]:
+    """Weights of the ONNX Conv nodes inside `modules`, each in the layouts a TFLite filter can
+    take: CONV_2D (O, kh, kw, I) and, for a depthwise conv, DEPTHWISE_CONV_2D (1, kh, kw, O)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:  # constants onnxsim left as Constant nodes
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    # ONNX names nodes after module paths with '/' between attributes (/encoder/cnn.0/block/...).
+    prefixes = tuple("/" + m.replace(".", "/") for m in modules)
+    weights = []
+    for n in graph.node:
+        if n.op_type != "Conv" or not n.name.startswith(prefixes):
+            continue
+        w = inits.get(n.input[1])
+        if w is None or w.ndim != 4:
+            raise EchoEdgeError(f"{onnx_path.name}: in-scope conv {n.name} has no constant 4-D weight")
+        weights.append(w.astype(np.float32))
+    return weights
+
+
+def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str]) -> Int8ScopePlan:
+    """Map a module scope onto a float (calibrated) TFLite graph converted from `onnx_path`."""
+    weights = _onnx_scope_weights(onnx_path, modules)
+    if not weights:
+        raise EchoEdgeError(f"{onnx_path.name}: no Conv node is named under the int8 scope "
+                            f"({', '.join(modules)}); cannot scope the int8 file")
+    ops, names, const = _tflite_graph(tflite)
+    by_shape: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    for k, w in enumerate(weights):
+        by_shape.setdefault(w.transpose(0, 2, 3, 1).shape, []).append((k, w.transpose(0, 2, 3, 1)))
+        if w.shape[1] == 1:
+            by_shape.setdefault(w.transpose(1, 2, 3, 0).shape, []).append((k, w.transpose(1, 2, 3, 0)))
+    found: set[int] = set()
+    heavy: list[int] = []
+    for i, o in enumerate(ops):
+        if o.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(o.inputs) < 2:
+            continue
+        f = const(o.inputs[1])
+        if f is None:
+            continue
+        hits = [k for k, w in by_shape.get(f.shape, []) if np.array_equal(f, w)]
+        if hits:
+            found.update(hits)
+            heavy.append(i)
+    if len(found) != len(weights):
+        raise EchoEdgeError(f"{onnx_path.name}: {len(weights) - len(found)} of the {len(weights)} "
+                            f"in-scope convs ({', '.join(modules)}) were not found in the TFLite "
+                            "graph (onnx2tf changed their weights); cannot scope the int8 file")
+    producer = {t: i for i, o in enumerate(ops) for t in o.outputs}
+    part: set[int] = set()
+    todo = list(heavy)
+    while todo:  # the in-scope convs and everything they depend on
+        i = todo.pop()
+        if i in part:
+            continue
+        part.add(i)
+        todo.extend(producer[t] for t in ops[i].inputs if t in producer)
+    deny = [names[t] for i, o in enumerate(ops) if i not in part for t in o.outputs]
+    return Int8ScopePlan(tuple(modules), len(weights), [names[ops[i].outputs[0]] for i in heavy],
+                         len(part), deny)
+
+
+def check_scoped_int8(path: str | Path, heavy_nodes: Sequence[str]) -> dict[str, Any]:
+    """The op check of a scoped int8 file: no Flex op, every in-scope conv (named by its output
+    tensor) int8. The float heavy ops outside the scope are returned as 'float by recipe'."""
+    from echoedge.convert.tflite_ops import HEAVY_OPS, INTEGER_DTYPES, inspect_tflite
+
+    path = Path(path)
+    info = inspect_tflite(path)
+    ops, names, _ = _tflite_graph(path.read_bytes())
+    wanted = set(heavy_nodes)
+    problems = []
+    if info.flex_ops:
+        problems.append("Flex (select-TF) ops the stock LiteRT interpreter cannot run: "
+                        + ", ".join(info.flex_ops))
+    seen: set[str] = set()
+    float_in, by_recipe = [], []
+    for rec, o in zip(info.ops, ops):  # subgraph 0 comes first in both
+        if rec.op not in HEAVY_OPS:
+            continue
+        name = names[o.outputs[0]] if o.outputs else ""
+        is_int = rec.compute_dtype in INTEGER_DTYPES
+        if name in wanted:
+            seen.add(name)
+            if not is_int:
+                float_in.append(f"{rec.op}#{rec.index} ({rec.compute_dtype})")
+        elif not is_int:
+            by_recipe.append(f"{rec.op}#{rec.index}")
+    if float_in:
+        shown = ", ".join(float_in[:8]) + (f" and {len(float_in) - 8} more" if len(float_in) > 8 else "")
+        problems.append(f"float heavy ops inside the int8 scope of a file labelled int8: {shown}")
+    if len(seen) != len(wanted):
+        problems.append(f"{len(wanted) - len(seen)} of the {len(wanted)} in-scope convs are missing")
+    if problems:
+        raise EchoEdgeError(f"{path}: " + "; ".join(problems))
+    counts: dict[str, int] = {}
+    for r in by_recipe:
+        counts[r.split("#")[0]] = counts.get(r.split("#")[0], 0) + 1
+    return {"int8_heavy_ops_in_scope": len(seen), "float_by_recipe": dict(sorted(counts.items())),
+            "float_by_recipe_ops": by_recipe}
+
+
 # ----------------------------------------------------------------------------- TFLite converter
+@dataclass
+class Converted:
+    data: bytes  # the .tflite file
+    scope: Int8ScopePlan | None = None  # scoped int8 only
+
+
 def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
-                        layout: str, log: Path, progress: bool = True) -> bytes:
-    """The .tflite bytes of one precision from an onnx2tf SavedModel."""
+                        layout: str, log: Path, progress: bool = True,
+                        scope: Sequence[str] | None = None, onnx_path: Path | None = None) -> Converted:
+    """The .tflite bytes of one precision from an onnx2tf SavedModel. `scope` (int8 only, with
+    the ONNX file the SavedModel came from) limits int8 to the convs of those modules."""
     import tensorflow as tf
 
     def representative() -> Iterator[list[np.ndarray]]:
@@ -306,14 +504,23 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
                 converter=converter, debug_dataset=representative,
                 debug_options=tf.lite.experimental.QuantizationDebugOptions(
                     denylisted_ops=list(FLOAT_OPS_IN_INT8)))
-            return bytes(debugger.get_nondebug_quantized_model())
+            if not scope:
+                return Converted(bytes(debugger.get_nondebug_quantized_model()))
+            if onnx_path is None:
+                raise EchoEdgeError("a scoped int8 conversion needs the ONNX file of the SavedModel")
+            # Node names exist only once the calibrated graph does: read them from it, then
+            # quantize again with the out-of-scope nodes denylisted (the options setter does).
+            plan = int8_scope_plan(bytes(debugger.calibrated_model), onnx_path, scope)
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_ops=list(FLOAT_OPS_IN_INT8), denylisted_nodes=plan.denylisted_nodes)
+            return Converted(bytes(debugger.get_nondebug_quantized_model()), plan)
         elif precision == "int8-full":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        return bytes(converter.convert())
+        return Converted(bytes(converter.convert()))
 
 
 # ----------------------------------------------------------------------------- interpreter
@@ -438,17 +645,26 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     # The SavedModel keeps the clip NCTHW (onnx2tf was told so); read it back, do not assume.
     layout = _saved_model_layout(fe.saved_model, clip_shape)
     log = fe.folder / f"convert-{precision}.log"
+    scope = int8_scope(model) if precision == "int8" else None
     try:
-        data = convert_saved_model(fe.saved_model, precision, clips, layout, log, progress)
+        conv = convert_saved_model(fe.saved_model, precision, clips, layout, log, progress,
+                                   scope=scope, onnx_path=fe.folder / "model.onnx")
+    except EchoEdgeError:
+        raise
     except Exception as e:
         raise EchoEdgeError(f"TFLiteConverter failed for {precision} ({_log_reason(log, e)})") from None
     model_path = tmp / MODEL_FILE
-    model_path.write_bytes(data)
+    model_path.write_bytes(conv.data)
     timings["tflite_convert"] = time.perf_counter() - t0
 
-    # What is inside the file, not its name.
+    # What is inside the file, not its name. A scoped int8 file has float convs by recipe: its
+    # in-scope convs must be int8 (files without a scope keep the strict check).
     ops = inspect_tflite(model_path)
-    check_ops(ops, precision)
+    scope_check = None
+    if conv.scope is not None:
+        scope_check = check_scoped_int8(model_path, conv.scope.heavy_nodes)
+    else:
+        check_ops(ops, precision)
     if progress:
         print(ops.table())
 
@@ -513,7 +729,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "ops_left_in_float": summary["ops_left_in_float"],
             "flex_ops": summary["flex_ops"],
             "op_histogram": summary["histogram"],
-            "quantization": _quant_details(precision, calib),
+            "quantization": _quant_details(precision, calib, conv.scope, scope_check),
             "onnx": fe.onnx.to_dict(),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "interpreter": "litert", "cases": int(len(golden)),
@@ -540,19 +756,28 @@ def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}
 
 
-def _quant_details(precision: str, calib: dict[str, Any] | None) -> dict[str, Any]:
+def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8ScopePlan | None = None,
+                   scope_check: dict[str, Any] | None = None) -> dict[str, Any]:
     if precision == "fp32":
         return {"scheme": None}
     if precision == "fp16":
         return {"scheme": "float16 weights, float32 activations and I/O"}
     if precision == "int8":
-        return {"scheme": "static int8 (per-channel weights, per-tensor activations), selective: "
-                          "denylisted ops stay float", "denylisted_ops": list(FLOAT_OPS_IN_INT8),
-                "io": "float32 (QUANTIZE/DEQUANTIZE inside the file)", "calibration": calib}
+        out = {"scheme": "static int8 (per-channel weights, per-tensor activations), selective: "
+                         "denylisted ops stay float", "denylisted_ops": list(FLOAT_OPS_IN_INT8),
+               "io": "float32 (QUANTIZE/DEQUANTIZE inside the file)", "calibration": calib,
+               "int8_modules": list(scope.modules) if scope else "all",
+               "float": "denylisted ops" + ("" if scope is None else " and every op outside int8_modules")}
+        if scope is not None:
+            # The op check's view: in-scope convs int8, the float heavy ops outside by recipe.
+            out["scope"] = {**scope.to_dict(), **(scope_check or {}),
+                            "heavy_nodes": list(scope.heavy_nodes)}
+        return out
     return {"scheme": "full-integer static int8 (per-channel weights), TFLITE_BUILTINS_INT8",
             "io": "int8; real = scale * (q - zero_point), see inputs/outputs", "calibration": calib}
 
 
 __all__: Sequence[str] = ("export_tflite", "make_interpreter", "run_tflite", "signature_io",
                           "input_layout", "to_layout", "PRECISIONS", "DEFAULT_INTERPRETER",
-                          "INTERPRETERS", "FLOAT_OPS_IN_INT8")
+                          "INTERPRETERS", "FLOAT_OPS_IN_INT8", "int8_scope", "int8_scope_plan",
+                          "check_scoped_int8", "Int8ScopePlan")

@@ -7,7 +7,10 @@ such ops, not to trip over them.
 Checks (issue 5): no artefact of any precision may hold a Flex (select-TF) op -- the stock LiteRT
 interpreter cannot run it -- and an int8 artefact may hold no float CONV_2D, DEPTHWISE_CONV_2D or
 FULLY_CONNECTED: a file is int8 because of what its heavy ops compute, not because of its name
-(onnx2tf's "dynamic range" file keeps float activations and must never pass as int8).
+(onnx2tf's "dynamic range" file keeps float activations and must never pass as int8). The one
+exception is a *scoped* int8 file (`echoedge.convert.tflite.check_scoped_int8`): every heavy op
+inside the recipe's int8 scope must be integer, and the float heavy ops outside it are recorded
+in the manifest as float by recipe.
 
 An op counts as integer when its first input is an integer tensor (int8/uint8/int16); QUANTIZE and
 DEQUANTIZE convert between domains and are left out of the fraction.

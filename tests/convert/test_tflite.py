@@ -7,6 +7,8 @@ test's, is converted from it.
 Measured on the tiny config with random weights (seed 0): fp32 .tflite vs eager ~4e-4 relative
 (onnx2tf's graph rounds differently and random weights amplify it; the shipped paper checkpoint
 gives 5e-7), fp16 about the same, selective int8 ~0.1 EF points and ~1e-3 landmark units.
+The tiny config is an Echo-E3Net, so its int8 file is scoped: the 15 convs of the stem and CNN
+stages int8, everything else float by recipe (tflite.int8_scope).
 """
 
 from __future__ import annotations
@@ -100,14 +102,25 @@ def test_fp16_is_close_and_smaller(artefacts, deploy):
     assert read_manifest(artefacts["fp16"]).model_bytes < read_manifest(artefacts["fp32"]).model_bytes
 
 
-def test_int8_is_really_int8_and_stays_close(artefacts, deploy):
+def test_int8_is_really_int8_in_its_scope_and_stays_close(artefacts, deploy):
     m = read_manifest(artefacts["int8"])
     d = m.details
-    info = check_tflite(artefacts["int8"] / m.model_file, "int8")  # raises on a float heavy op
-    assert not info.float_heavy_ops() and not info.flex_ops
-    for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-        assert op in d["op_histogram"] and op not in d["ops_left_in_float"]
-    assert 0.5 < d["int8_op_fraction"] <= 1.0 and d["int8_op_fraction"] == round(info.int8_fraction, 4)
+    q = d["quantization"]
+    assert q["int8_modules"] == list(tfl.int8_scope(deploy)) == ["encoder.stem", "encoder.cnn"]
+    scope = q["scope"]
+    path = artefacts["int8"] / m.model_file
+    # What the file holds, re-read: every in-scope conv int8, the rest float by recipe.
+    chk = tfl.check_scoped_int8(path, scope["heavy_nodes"])
+    assert chk["int8_heavy_ops_in_scope"] == scope["int8_convs"] == scope["onnx_convs_in_scope"] == 15
+    assert chk["float_by_recipe"] == scope["float_by_recipe"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(chk["float_by_recipe"])
+    assert "int8/int8/int32->int8" in d["op_histogram"]["CONV_2D"]
+    # The strict (unscoped) check refuses it: only the recorded scope makes those convs legitimate.
+    with pytest.raises(EchoEdgeError, match="float heavy ops in a file labelled int8"):
+        check_tflite(path, "int8")
+    info = inspect_tflite(path)
+    assert not info.flex_ops and 0.0 < d["int8_op_fraction"] < 0.5
+    assert d["int8_op_fraction"] == round(info.int8_fraction, 4)
     assert "SOFTMAX" in d["ops_left_in_float"]  # selective: the fragile ops stay float
     assert m.inputs[0].dtype == "float32" and m.calibration_id == "calib-tflite-test"
     x = _clips(3, seed=9)
@@ -119,6 +132,26 @@ def test_int8_is_really_int8_and_stays_close(artefacts, deploy):
     for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
         assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
     assert max(_rel(o, e) for o, e in zip(out, eager)) > 1e-6  # quantized, not float relabelled
+
+
+def test_scoped_check_rejects_float_in_scope_convs_and_unknown_scopes(artefacts, deploy):
+    """The fp32 file has the same node names as the int8 one: with the int8 file's scope its
+    in-scope convs are float, which the scoped check refuses."""
+    fp32 = artefacts["fp32"] / "model.tflite"
+    nodes = read_manifest(artefacts["int8"]).details["quantization"]["scope"]["heavy_nodes"]
+    with pytest.raises(EchoEdgeError) as e:
+        tfl.check_scoped_int8(fp32, nodes)
+    msg = str(e.value)
+    assert "float heavy ops inside the int8 scope" in msg and "CONV_2D#" in msg and "\n" not in msg
+    with pytest.raises(EchoEdgeError, match="1 of the 1 in-scope convs are missing"):
+        tfl.check_scoped_int8(artefacts["int8"] / "model.tflite", ["no/such/tensor"])
+    # The plan itself, on the float graph and the front end's ONNX file.
+    fe = tfl.front_end(deploy, _clips(1, seed=0), lambda *a, **k: None)
+    plan = tfl.int8_scope_plan(fp32.read_bytes(), fe.folder / "model.onnx", tfl.int8_scope(deploy))
+    assert sorted(plan.heavy_nodes) == sorted(nodes) and plan.denylisted_nodes
+    with pytest.raises(EchoEdgeError, match="no Conv node is named under the int8 scope"):
+        tfl.int8_scope_plan(fp32.read_bytes(), fe.folder / "model.onnx", ("decoder.nothing",))
+    assert tfl.int8_scope(torch.nn.Linear(2, 2)) is None  # other models: whole-graph int8
 
 
 def test_int8_full_has_int8_io_with_its_quantization_in_the_manifest(artefacts, deploy):
