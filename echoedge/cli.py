@@ -265,9 +265,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="all", help="executorch | tflite | coreml (comma list or 'all'; "
                    "formats not in this install are named in the report and skipped)")
     # Literal (= echoedge.validate.pipeline.DEFAULT_PRECISIONS) so that --help imports nothing heavy.
-    p.add_argument("--precision", default="fp32,int8,w8a8",
+    p.add_argument("--precision", default="fp32,int8,w8",
                    help="comma list; each format builds those it offers (default %(default)s: fp32 "
-                   "everywhere, int8 for ExecuTorch/TFLite, w8a8 for Core ML)")
+                   "everywhere, int8 for ExecuTorch/TFLite, w8 (int8 weights) for Core ML; add w8a8 "
+                   "for Core ML int8 activations, which calibrate slowly through the MIL interpreter)")
     p.add_argument("--calibration", default="ef-stratified:64",
                    help="STRATEGY[:N] drawn from TRAIN for the int8 artefacts (default %(default)s)")
     p.add_argument("--calibration-set", type=Path, default=None,

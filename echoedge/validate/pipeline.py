@@ -23,9 +23,11 @@ from echoedge.validate.validate import ValidateOptions, ValidationResult, failed
 
 ARTEFACTS_DIR = "artefacts"
 RUN_FILE = "run.json"
-# fp32 everywhere plus each format's int8 family member that quantizes activations too: int8 for
-# ExecuTorch and TFLite, w8a8 for Core ML (its "int8").
-DEFAULT_PRECISIONS = "fp32,int8,w8a8"
+# fp32 everywhere, int8 for ExecuTorch and TFLite, w8 (int8 weights) for Core ML. Core ML's
+# w8a8 is opt-in: its activation ranges come from interpreting the MIL program over every
+# calibration clip (~20 min for 64 clips of the paper config on 2 cores) and it drifted ~1 EF
+# point on the shipped checkpoint (bench/bench_coreml.py), so the default job would always fail.
+DEFAULT_PRECISIONS = "fp32,int8,w8"
 
 
 @dataclass
