@@ -51,9 +51,7 @@ def select_artefacts(root: Path, formats: tuple[str, ...], platform: str) -> tup
     found = find_artefacts(root)
     picked, seen = [], []
     for folder in found:
-        if not _is_artefact(folder):  # e.g. the calibration set export writes beside the artefacts
-            continue
-        m = _verify(folder)
+        m = verify_artefact(folder)
         seen.append(f"{folder.name} ({m.format})")
         if m.format in formats:
             picked.append(BundleArtefact(folder.name, folder, m, Validation(False, "not validated")))
@@ -68,26 +66,6 @@ def select_artefacts(root: Path, formats: tuple[str, ...], platform: str) -> tup
         raise EchoEdgeError(f"{root}: the artefacts were built for different ClipSpecs; a bundle needs one "
                             "input contract (export them from one checkpoint)")
     return picked, ClipSpec.from_dict(picked[0].manifest.clip_spec)
-
-
-def _is_artefact(folder: Path) -> bool:
-    """Whether folder/manifest.json is an artefact manifest (a calibration set's has no 'format');
-    an unreadable one counts, so that reading it reports the problem."""
-    try:
-        data = json.loads((folder / "manifest.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return True
-    return not isinstance(data, dict) or "format" in data
-
-
-def _verify(folder: Path) -> ArtefactManifest:
-    """Manifest + sha256 check; an .mlpackage is a folder, hashed the Core ML converter's way."""
-    m = read_manifest(folder)
-    if (folder / m.model_file).is_dir():
-        from echoedge.convert.coreml import verify_package_artefact
-
-        return verify_package_artefact(folder)
-    return verify_artefact(folder)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,29 +26,25 @@ plain fp16 conversion keeps float32 I/O): the manifest records the dtypes the pa
 
 The folder's manifest records the ML program's op histogram, the quantization ops, the compute
 precision, the deployment target and the host-side error against the eager deploy form.
-`.mlpackage` is a folder: its sha256 is `package_sha256` (over its files, by relative path).
+`.mlpackage` is a folder: `write_artefact` hashes it file by file (`artefact.model_sha256`).
 coremltools is imported inside the functions, its conversion logs captured (shown on failure).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
-import os
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from echoedge.convert.artefact import (
-    MANIFEST_NAME, OUTPUT_NAMES, INPUT_NAME, ArtefactManifest, echo_tensor_specs, tool_versions,
+    OUTPUT_NAMES, INPUT_NAME, ArtefactManifest, echo_tensor_specs, tool_versions, write_artefact,
 )
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
@@ -104,7 +100,7 @@ def export_coreml(
         return _build(model, spec, tmp, precision, clips, calibration, golden,
                       source_checkpoint_sha256, progress)
 
-    return write_package_artefact(out_dir, build, overwrite=overwrite)
+    return write_artefact(out_dir, build, overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,79 +479,6 @@ def op_table(hist: dict[str, int]) -> str:
     return "\n".join([f"{'op':<{width}}  count"] + [f"{k:<{width}}  {v:>5}" for k, v in rows])
 
 
-# --------------------------------------------------------------------------------------------
-# the folder: an .mlpackage is a directory
-# --------------------------------------------------------------------------------------------
-
-def package_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a folder: over its files in sorted relative-path order, each
-    contributing its relative POSIX path and its own sha256 (so renames and edits both show)."""
-    from echoedge.model.checkpoint import file_sha256
-
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")
-    return h.hexdigest()
-
-
-def package_bytes(path: str | Path) -> int:
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def write_package_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest],
-                           overwrite: bool = False) -> Path:
-    """echoedge.convert.artefact.write_artefact for a model that is a folder (.mlpackage).
-
-    Same contract - build in a hidden sibling, rename into place only when the build returned -
-    but hashes and sizes the package with package_sha256/package_bytes. Drop this once
-    write_artefact accepts folder models.
-    """
-    from echoedge.convert import artefact as art
-
-    out_dir = Path(out_dir)
-    art._check_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~art._umask())
-    try:
-        manifest = build(tmp)
-        if not isinstance(manifest, ArtefactManifest):
-            raise TypeError(f"artefact build returned {type(manifest).__name__}, not ArtefactManifest")
-        manifest.check(str(tmp / MANIFEST_NAME))
-        model = tmp / manifest.model_file
-        if not model.exists():
-            raise EchoEdgeError(f"{out_dir}: the build did not write its model {manifest.model_file}")
-        manifest.model_sha256 = package_sha256(model)
-        manifest.model_bytes = package_bytes(model)
-        manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-        art._move_into_place(tmp, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def verify_package_artefact(folder: str | Path) -> ArtefactManifest:
-    """read_manifest plus: the package is there and its sha256 matches the manifest."""
-    from echoedge.convert.artefact import read_manifest
-
-    folder = Path(folder)
-    m = read_manifest(folder)
-    model = folder / m.model_file
-    if not model.exists():
-        raise EchoEdgeError(f"{model}: model named in the manifest is missing")
-    if m.model_sha256 and package_sha256(model) != m.model_sha256:
-        raise EchoEdgeError(f"{model}: sha256 does not match the manifest (package changed or corrupt)")
-    return m
-
-
 __all__: Sequence[str] = ("export_coreml", "convert_to_mlmodel", "quantize_weights",
-                          "quantize_activations", "package_sha256", "verify_package_artefact",
+                          "quantize_activations",
                           "op_table", "PRECISIONS", "RUNTIME", "W8A8_ROUTE")

@@ -236,12 +236,10 @@ def _calibration_id(path: Path | None) -> str | None:
 
 def _reusable(folder: Path, checkpoint_sha: str, calib_id: str | None) -> bool:
     """An artefact from an earlier run is reused only if it is intact and built from the same inputs."""
-    from echoedge.convert.artefact import read_manifest
-    from echoedge.validate.validate import _verify
+    from echoedge.convert.artefact import verify_artefact
 
     try:
-        m = read_manifest(folder)
-        _verify(folder, m)
+        m = verify_artefact(folder)
     except EchoEdgeError:
         return False
     return m.source_checkpoint_sha256 == checkpoint_sha and m.calibration_id == calib_id

@@ -29,7 +29,6 @@ from echoedge.validate.gates import FAIL_RUNTIME, SKIPPED_PLATFORM, apply_gates,
 from echoedge.validate.report_json import REPORT_FILE, SCHEMA_ID, SCHEMA_VERSION, read_report, write_report
 
 REFERENCE_RUNTIME = "pytorch-eager"
-CALIBRATION_CLIPS = "calibration.npz"  # echoedge.calibration.CLIPS_FILE, without importing it
 LATENCY_NOTE_INTERPRETER = ("no latency: the runtime is a reference interpreter, not the device "
                             "runtime; EF figures are real, its speed is not the artefact's speed")
 
@@ -194,8 +193,7 @@ def _collect(artefacts: Any, find: Callable[[Path], list[Path]]) -> list[Path]:
         root = Path(root)
         if not root.exists():
             raise EchoEdgeError(f"{root}: artefacts folder not found")
-        # A calibration set also has a manifest.json; it is an input of artefacts, not one.
-        folders.extend(f for f in find(root) if f not in folders and not (f / CALIBRATION_CLIPS).is_file())
+        folders.extend(f for f in find(root) if f not in folders)  # find skips calibration sets
     return folders
 
 
@@ -301,7 +299,7 @@ def failed_entry(name: str, folder: str, fmt: str, precision: str, status: str, 
 def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds: list,
                   ref_latency: dict[str, Any], latency_clip: np.ndarray, train_mean: float,
                   opt: ValidateOptions, log: Callable[[str], None]) -> dict[str, Any]:
-    from echoedge.convert.artefact import read_manifest
+    from echoedge.convert.artefact import read_manifest, verify_artefact
     from echoedge.validate.agreement import agreement
     from echoedge.validate.runner import open_runner
 
@@ -319,7 +317,7 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
         manifest = read_manifest(folder)
         entry.update(format=manifest.format, precision=manifest.precision, runtime=manifest.runtime)
         entry["facts"] = _facts(manifest)
-        _verify(folder, manifest)
+        verify_artefact(folder)
     except Exception as e:
         return fail(FAIL_RUNTIME, "verify", e)
     log(f"{entry['name']}: {manifest.format} {manifest.precision} ({manifest.runtime})")
@@ -370,21 +368,6 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
         f"band agreement {100 * agr.band_agreement:.1f} %"
         + (f", p50 {entry['latency']['p50_ms']:.1f} ms" if entry["latency"] else ""))
     return entry
-
-
-def _verify(folder: Path, manifest: Any) -> None:
-    """The model is there and matches the manifest's sha256 (a file, or a folder like .mlpackage)."""
-    from echoedge.convert.artefact import verify_artefact
-
-    model = folder / manifest.model_file
-    if not model.is_dir():
-        verify_artefact(folder)
-        return
-    # A Core ML package is a folder: hashed over its files by the Core ML converter's rule.
-    from echoedge.convert.coreml import package_sha256
-
-    if manifest.model_sha256 and package_sha256(model) != manifest.model_sha256:
-        raise EchoEdgeError(f"{model}: sha256 does not match the manifest (package changed or corrupt)")
 
 
 def _landmark_delta_px(test: list, ref: list, spec: Any) -> float | None:

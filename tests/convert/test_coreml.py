@@ -21,9 +21,9 @@ torch = pytest.importorskip("torch")
 ct = pytest.importorskip("coremltools")
 from torch import nn  # noqa: E402
 
-from echoedge.convert.artefact import OUTPUT_NAMES, read_manifest  # noqa: E402
+from echoedge.convert.artefact import OUTPUT_NAMES, model_sha256, read_manifest, verify_artefact  # noqa: E402
 from echoedge.convert.coreml import (  # noqa: E402
-    W8A8_ROUTE, export_coreml, io_dtypes, package_sha256, verify_package_artefact,
+    W8A8_ROUTE, export_coreml, io_dtypes,
 )
 from echoedge.data.clipspec import ClipSpec  # noqa: E402
 from echoedge.errors import EchoEdgeError, PlatformError, ShapeError  # noqa: E402
@@ -154,11 +154,11 @@ def test_int8_packages_stay_within_the_stated_bound(outputs, eval_clips, precisi
 
 
 def test_manifests_record_program_quantization_and_hashes(artefacts, calib):
-    ms = {p: verify_package_artefact(f) for p, f in artefacts.items()}
+    ms = {p: verify_artefact(f) for p, f in artefacts.items()}
     for p, m in ms.items():
         assert m.format == "coreml" and m.precision == p and m.runtime == "coreml"
         assert m.model_file == "model.mlpackage" and (artefacts[p] / m.model_file).is_dir()
-        assert m.model_sha256 == package_sha256(artefacts[p] / m.model_file)
+        assert m.model_sha256 == model_sha256(artefacts[p] / m.model_file)
         assert m.model_bytes > 0 and m.source_checkpoint_sha256 == "a" * 64
         assert m.inputs[0].name == "clip" and m.inputs[0].shape == list(SPEC.input_shape(1))
         assert [t.name for t in m.outputs] == list(OUTPUT_NAMES)
@@ -249,7 +249,7 @@ def test_tampered_or_missing_package_is_a_clear_error(artefacts, tmp_path):
     weights = next((broken / "model.mlpackage").rglob("weight.bin"))
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
     with pytest.raises(EchoEdgeError, match="sha256 does not match"):
-        verify_package_artefact(broken)
+        verify_artefact(broken)
     shutil.rmtree(broken / "model.mlpackage")
     with pytest.raises(EchoEdgeError, match="missing"):
         open_runner(broken)
