@@ -217,8 +217,10 @@ def int8_scope(model: Any) -> tuple[str, ...] | None:
     return ("encoder.stem", "encoder.cnn") if isinstance(model, EchoE3Net) else None
 
 
-def _in_scope(scope: tuple[str, ...] | None) -> Any:
-    def keep(node: Any) -> bool:
+def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = ()) -> Any:
+    keep = tuple(keep_float)
+
+    def quantize(node: Any) -> bool:
         stack = node.meta.get("nn_module_stack") or {}
         entries = list(stack.values())
         if not entries:  # parameters and constants: the op that consumes them decides
@@ -227,16 +229,25 @@ def _in_scope(scope: tuple[str, ...] | None) -> Any:
         name = kind.__name__ if isinstance(kind, type) else str(kind)
         if name.endswith("Linear"):  # attention projections on few tokens: cheap in float
             return False
-        return scope is None or any(str(path).startswith(scope) for path, _ in entries)
-    return keep
+        paths = [str(path) for path, _ in entries]
+        if keep and any(_under(p, k) for p in paths for k in keep):
+            return False
+        return scope is None or any(p.startswith(scope) for p in paths)
+    return quantize
 
 
-def quantizer_for(model: Any) -> tuple[Any, dict[str, Any]]:
+def _under(path: str, prefix: str) -> bool:
+    """Module `path` is `prefix` or inside it (so "cnn.1" does not match "cnn.10")."""
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def quantizer_for(model: Any, keep_float: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
     """The XNNPACK quantizer of the default int8 recipe, and its description for the manifest.
 
     Symmetric per-channel int8 weights, per-tensor int8 activations with min/max observers:
     XNNPACK's default histogram observers cost ~3 s per calibration clip here and were not more
-    accurate for this network.
+    accurate for this network. `keep_float` names module paths (and everything under them) kept
+    float on top of the recipe: the mixed-precision artefacts of `echo-edge debug-quant`.
     """
     import dataclasses
 
@@ -253,13 +264,15 @@ def quantizer_for(model: Any) -> tuple[Any, dict[str, Any]]:
         output_activation=dataclasses.replace(config.output_activation, observer_or_fake_quant_ctr=observer),
     )
     scope = int8_scope(model)
-    quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(scope))
+    quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(scope, keep_float))
     recipe = {
         "weights": "int8 symmetric per-channel",
         "activations": "int8 per-tensor affine, min/max over the calibration clips",
         "int8_modules": list(scope) if scope else "all",
         "float": "Linear layers" + ("" if scope is None else " and every module outside int8_modules"),
     }
+    if keep_float:
+        recipe["kept_float"] = list(keep_float)
     return quantizer, recipe
 
 
