@@ -7,6 +7,7 @@ a traceback. Every import of a heavy package happens inside the subcommand that 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -227,8 +228,10 @@ def _validate_options_args(p: argparse.ArgumentParser, videos_default: int | Non
     p.add_argument("--clips", type=int, default=clips_default,
                    help=f"clips per video, evenly spaced as in `evaluate` (0 = every start; default {clips_default})")
     p.add_argument("--threads", type=int, default=2, help="runtime threads for every runner (default 2)")
-    p.add_argument("--runs", type=int, default=20, help="timed latency runs per artefact (>= 20 recommended)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs before timing")
+    p.add_argument("--runs", type=int, default=20,
+                   help="minimum timed batch-1 calls per artefact (>= 20 recommended): the accuracy "
+                   "calls after the warm-up are timed, and topped up with calls on one clip if fewer")
+    p.add_argument("--warmup", type=int, default=3, help="first calls of each runner left out of the latency figures")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for Bland-Altman CIs")
     p.add_argument("--worst", type=int, default=5, help="videos with the largest |ΔEF| to name")
     p.add_argument("--gates", type=Path, default=None,
@@ -276,6 +279,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reuse", action="store_true",
                    help="keep artefacts in OUT/artefacts built earlier from the same checkpoint and "
                    "calibration set instead of converting again")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="formats converted at once, each in its own process (default: one per CPU "
+                   "core, at most one per format; 1 converts one after another)")
     p.add_argument("--out", type=Path, default=Path("runs/run"),
                    help="output folder: artefacts/, report.json, report.md, report.html, junit.xml, run.json")
     _validate_options_args(p, videos_default=24, clips_default=2)
@@ -289,10 +295,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     formats = parse_list(args.format, tuple(CONVERTERS), "format")
     precisions = parse_list(args.precision, PRECISIONS, "precision")
+    if args.jobs is not None and args.jobs < 1:
+        raise EchoEdgeError("--jobs must be >= 1")
+    jobs = args.jobs or min(os.cpu_count() or 1, len(formats))
     job = run_job(args.out, data=args.data, checkpoint=args.checkpoint, formats=formats,
                   precisions=precisions, calibration=args.calibration,
                   calibration_set=args.calibration_set, options=_validate_options(args),
-                  gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed)
+                  gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed,
+                  jobs=jobs)
     report = job.validation.report
     print()
     print(summary_table(report))

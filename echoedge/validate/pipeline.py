@@ -13,7 +13,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from echoedge.validate.validate import ValidateOptions, ValidationResult, failed
 
 ARTEFACTS_DIR = "artefacts"
 RUN_FILE = "run.json"
+LOGS_DIR = "logs"  # worker processes' stderr, one file per format
 # fp32 everywhere, int8 for ExecuTorch and TFLite, w8 (int8 weights) for Core ML. Core ML's
 # w8a8 is opt-in: its activation ranges come from interpreting the MIL program over every
 # calibration clip (~20 min for 64 clips of the paper config on 2 cores) and it drifted ~1 EF
@@ -83,9 +84,12 @@ def run_job(
     strict: bool = False,
     reuse: bool = False,
     seed: int = 0,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> JobResult:
-    from echoedge.convert.export import CALIBRATED, CONVERTERS, export
+    """Run the main job into `out`; `jobs` > 1 converts that many formats at once, each in its own
+    process (conversion is mostly single-threaded Python: graph passes, onnx2tf, MIL passes)."""
+    from echoedge.convert.export import CALIBRATED, CONVERTERS
 
     opt = options or ValidateOptions()
     out = Path(out)
@@ -133,6 +137,7 @@ def run_job(
     built, reused, failed = [], [], []
     extra: list[dict[str, Any]] = []
     calib_id = _calibration_id(calib_path)
+    tasks: list[ExportTask] = []
     for fmt in usable:
         todo = [p for f, p in pairs if f == fmt]
         if reuse:
@@ -140,42 +145,17 @@ def run_job(
                                                    calib_id if p in CALIBRATED else None)]
             reused += [f"{fmt}-{p}" for p in keep]
             todo = [p for p in todo if p not in keep]
-        if not todo:
-            continue
-        t0 = time.perf_counter()
-        current: list[str] = []
-
-        def export_log(msg: str, _cur: list[str] = current) -> None:
-            # export() announces each conversion as "<fmt> <precision>: converting -> <folder>":
-            # the last one announced is the one a failure belongs to.
-            head = msg.split(":", 1)[0].split()
-            if len(head) == 2 and "converting" in msg:
-                _cur.append(head[1])
-            log(msg)
-
-        try:
-            res = export(Path(checkpoint), Path(data), art_dir, [fmt], todo, calibration=calibration,
-                         calibration_set=calib_path, seed=seed, overwrite=True, cache_dir=opt.cache_dir,
-                         progress=opt.progress, log=export_log)
-            built += [p.name for p in res.artefacts]
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # a toolchain's failure is a finding about that format, not the job
-            bad = current[-1] if current else todo[0]
-            reason = f"conversion failed: {first_line(e)}"
-            log(f"{fmt}-{bad}: {reason}")
-            done = set(current[:-1])
-            built += [f"{fmt}-{p}" for p in done]
-            for p in todo:
-                if p in done:
-                    continue
-                why = reason if p == bad else f"not built: the {fmt} {bad} conversion before it failed"
-                extra.append(failed_entry(f"{fmt}-{p}", str(art_dir / f"{fmt}-{p}"), fmt, p,
-                                          FAIL_RUNTIME, "convert", why))
-                failed.append(f"{fmt}-{p}")
-                # A stale folder from an earlier run must not be validated as if just built.
-                _drop_stale(art_dir / f"{fmt}-{p}")
-        timings[f"export {fmt}"] = time.perf_counter() - t0
+        if todo:
+            tasks.append(ExportTask(fmt, todo, Path(checkpoint), Path(data), art_dir, calibration,
+                                    calib_path, seed, opt.cache_dir, opt.progress))
+    t0 = time.perf_counter()
+    for done in _run_exports(tasks, jobs, log):
+        built += done.built
+        failed += done.failed
+        extra += done.entries
+        timings[f"export {done.fmt}"] = done.seconds
+    if tasks:
+        timings["export (wall)"] = time.perf_counter() - t0
 
     # Validate exactly what this job planned (not other folders that happen to be there).
     folders = [art_dir / f"{f}-{p}" for f, p in pairs if f"{f}-{p}" not in failed]
@@ -189,6 +169,122 @@ def run_job(
     job = JobResult(result, art_dir, built, reused, failed, unavailable, timings)
     _write_run_json(job, out, opt)
     return job
+
+
+@dataclass
+class ExportTask:
+    """One format's conversions; plain data so that it can travel to a worker process."""
+
+    fmt: str
+    precisions: list[str]
+    checkpoint: Path
+    data: Path
+    art_dir: Path
+    calibration: str
+    calibration_set: Path | None
+    seed: int
+    cache_dir: Path | None
+    progress: bool
+
+
+@dataclass
+class ExportDone:
+    fmt: str
+    built: list[str]
+    failed: list[str]
+    entries: list[dict[str, Any]]  # FAIL_RUNTIME report entries of what was not built
+    seconds: float
+
+
+def export_format(task: ExportTask, log: Callable[[str], None] = print) -> ExportDone:
+    """Convert one format; a toolchain failure becomes FAIL_RUNTIME entries, not an exception."""
+    from echoedge.convert.export import export
+
+    t0 = time.perf_counter()
+    current: list[str] = []
+
+    def export_log(msg: str) -> None:
+        # export() announces each conversion as "<fmt> <precision>: converting -> <folder>":
+        # the last one announced is the one a failure belongs to.
+        head = msg.split(":", 1)[0].split()
+        if len(head) == 2 and "converting" in msg:
+            current.append(head[1])
+        log(msg)
+
+    fmt, todo, art_dir = task.fmt, task.precisions, task.art_dir
+    built: list[str] = []
+    failed: list[str] = []
+    entries: list[dict[str, Any]] = []
+    try:
+        res = export(task.checkpoint, task.data, art_dir, [fmt], todo, calibration=task.calibration,
+                     calibration_set=task.calibration_set, seed=task.seed, overwrite=True,
+                     cache_dir=task.cache_dir, progress=task.progress, log=export_log)
+        built = [p.name for p in res.artefacts]
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # a toolchain's failure is a finding about that format, not the job
+        bad = current[-1] if current else todo[0]
+        reason = f"conversion failed: {first_line(e)}"
+        log(f"{fmt}-{bad}: {reason}")
+        done = set(current[:-1])
+        built = [f"{fmt}-{p}" for p in todo if p in done]
+        for p in todo:
+            if p in done:
+                continue
+            why = reason if p == bad else f"not built: the {fmt} {bad} conversion before it failed"
+            entries.append(failed_entry(f"{fmt}-{p}", str(art_dir / f"{fmt}-{p}"), fmt, p,
+                                        FAIL_RUNTIME, "convert", why))
+            failed.append(f"{fmt}-{p}")
+            # A stale folder from an earlier run must not be validated as if just built.
+            _drop_stale(art_dir / f"{fmt}-{p}")
+    return ExportDone(fmt, built, failed, entries, time.perf_counter() - t0)
+
+
+def _run_exports(tasks: list[ExportTask], jobs: int, log: Callable[[str], None]) -> list[ExportDone]:
+    if jobs <= 1 or len(tasks) <= 1:
+        return [export_format(t, log) for t in tasks]
+    import multiprocessing as mp
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = min(jobs, len(tasks))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: a forked copy of a process that already started torch's thread pools can
+    # deadlock. Log lines come back through a queue so the parent's `log` shows live progress.
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        queue = manager.Queue()
+
+        def drain() -> None:
+            while (msg := queue.get()) is not None:
+                log(msg)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+                # Progress bars of two processes would overwrite each other: log lines only.
+                futures = [pool.submit(_export_in_worker, replace(t, progress=False), queue, threads,
+                                       t.art_dir.parent / LOGS_DIR / f"export-{t.fmt}.log")
+                           for t in tasks]
+                return [f.result() for f in futures]
+        finally:
+            queue.put(None)
+            reader.join(timeout=5)
+
+
+def _export_in_worker(task: ExportTask, queue: Any, threads: int, stderr_log: Path) -> ExportDone:
+    # The toolchains write to the C-level stderr (TF/XNNPACK cpuinfo lines, torchao's optional
+    # kernels, coremltools' pass logs); two workers interleaving them would bury the progress
+    # lines, so each worker's stderr goes to its own file. Failures still reach the report.
+    stderr_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(stderr_log, "w") as f:
+        os.dup2(f.fileno(), 2)
+    queue.put(f"[{task.fmt}] toolchain messages -> {stderr_log}")
+    import torch
+
+    torch.set_num_threads(threads)
+    return export_format(task, lambda msg: queue.put(f"[{task.fmt}] {msg}"))
 
 
 def _calibrate(data: Path, ck: Any, art_dir: Path, pairs: list, calibration: str,

@@ -91,8 +91,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
     lines.append("ΔEF = artefact EF − reference EF per video (EF points); EF bands <40 / 40–49 / ≥50 %. "
-                 f"Latency: batch 1, {host['threads']} threads, {report['settings']['latency_runs']} runs "
-                 f"after {report['settings']['warmup']} warm-up; speed-up vs the eager reference.")
+                 f"Latency: batch 1, {host['threads']} threads, every accuracy call after the first "
+                 f"{report['settings']['warmup']} (warm-up), at least {report['settings']['latency_runs']} "
+                 "timed calls; speed-up vs the eager reference.")
     notes = [e for e in report["artefacts"] if e.get("reason") or e.get("latency_note")]
     if notes or report.get("notes"):
         lines += ["", "**Notes**", ""]

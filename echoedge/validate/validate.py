@@ -82,7 +82,7 @@ def validate(
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.model.checkpoint import load_checkpoint
-    from echoedge.validate.latency import host_fingerprint
+    from echoedge.validate.latency import TimedRunner, host_fingerprint
     from echoedge.validate.runner import EagerRunner
 
     opt = options or ValidateOptions()
@@ -108,8 +108,8 @@ def validate(
     t0 = time.perf_counter()
     log(f"reference: eager fp32 {Path(checkpoint).name} on {len(records)} {opt.split} videos "
         f"x {opt.clips_per_video or 'all'} clips")
-    ref_runner = EagerRunner(ck.model, threads=opt.threads, name="reference")
-    ref_preds = _predict(ref_runner, records, frames, ck.spec, opt, "reference fp32 (eager)")
+    ref_runner = TimedRunner(EagerRunner(ck.model, threads=opt.threads, name="reference"))
+    ref_preds = _predict(ref_runner, records, frames, ck.spec, opt, "reference fp32 (eager)", batch_size=1)
     ref_latency = _latency(ref_runner, latency_clip, opt)
     ref_eval = _summary(ref_preds, records, ck.spec, train_mean, opt)
     timings["reference"] = time.perf_counter() - t0
@@ -223,18 +223,17 @@ def _latency_clip(record: Any, frames: Any, spec: Any) -> np.ndarray:
     return extract_clip(f, eval_starts(len(f), spec, 1)[0], spec)[None].astype(np.float32)
 
 
-def _predict(runner: Any, records: list, frames: Any, spec: Any, opt: ValidateOptions, what: str) -> list:
+def _predict(runner: Any, records: list, frames: Any, spec: Any, opt: ValidateOptions, what: str,
+             batch_size: int | None = None) -> list:
     from echoedge.model.evaluate import predict_videos
 
-    return predict_videos(runner, records, frames, spec, opt.clips_per_video, batch_size=opt.batch_size,
-                          progress=opt.progress, description=what)
+    return predict_videos(runner, records, frames, spec, opt.clips_per_video,
+                          batch_size=batch_size or opt.batch_size, progress=opt.progress, description=what)
 
 
-def _latency(runner: Any, clip: np.ndarray, opt: ValidateOptions) -> dict[str, Any]:
-    from echoedge.validate.latency import measure_latency
-
-    return measure_latency(runner, clip, runs=opt.latency_runs, warmup=opt.warmup,
-                           threads=opt.threads).to_dict()
+def _latency(timed: Any, clip: np.ndarray, opt: ValidateOptions) -> dict[str, Any]:
+    """Batch-1 latency from the timed accuracy calls (TimedRunner), topped up to opt.latency_runs."""
+    return timed.latency(clip, runs=opt.latency_runs, warmup=opt.warmup, threads=opt.threads).to_dict()
 
 
 def _summary(preds: list, records: list, spec: Any, train_mean: float, opt: ValidateOptions) -> dict[str, Any]:
@@ -301,6 +300,7 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
                   opt: ValidateOptions, log: Callable[[str], None]) -> dict[str, Any]:
     from echoedge.convert.artefact import read_manifest, verify_artefact
     from echoedge.validate.agreement import agreement
+    from echoedge.validate.latency import TimedRunner
     from echoedge.validate.runner import open_runner
 
     entry = empty_entry(folder.name, str(folder), "?", "?")
@@ -330,15 +330,18 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
         return fail(FAIL_RUNTIME, "load", e)
     try:
         entry["runtime"] = getattr(runner, "runtime", None) or manifest.runtime
+        timed = TimedRunner(runner) if getattr(runner, "measures_latency", True) else None
         try:
-            preds = _predict(runner, records, frames, spec, opt, entry["name"])
+            # Batch 1 when timed: the accuracy calls are the latency series (clips differ, work doesn't).
+            preds = _predict(timed or runner, records, frames, spec, opt, entry["name"],
+                             batch_size=1 if timed else None)
         except PlatformError as e:
             return fail(SKIPPED_PLATFORM, "run", e)
         except Exception as e:
             return fail(FAIL_RUNTIME, "run", e)
-        if getattr(runner, "measures_latency", True):
+        if timed is not None:
             try:
-                entry["latency"] = _latency(runner, latency_clip, opt)
+                entry["latency"] = _latency(timed, latency_clip, opt)
             except Exception as e:
                 return fail(FAIL_RUNTIME, "latency", e)
             if entry["latency"]["p50_ms"] > 0:

@@ -51,7 +51,7 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> TinyRun:
-    """`echo-edge run` end to end on the tiny config: ExecuTorch fp32, 2 TEST videos."""
+    """`echo-edge run` end to end on the tiny config: ExecuTorch and Core ML fp32, 2 TEST videos."""
     import contextlib
     import io
 
@@ -63,8 +63,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> Tiny
     out = root / "run"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cli_main(["run", "--checkpoint", str(ck), "--data", str(synth_root), "--format", "executorch",
-                       "--precision", "fp32", "--videos", "2", "--clips", "2", "--runs", "3",
+        # Two formats in two worker processes: the parallel export path, end to end.
+        rc = cli_main(["run", "--checkpoint", str(ck), "--data", str(synth_root), "--format",
+                       "executorch,coreml", "--jobs", "2", "--precision", "fp32", "--videos", "2", "--clips", "2", "--runs", "3",
                        "--warmup", "1", "--bootstrap", "200", "--out", str(out),
                        "--cache-dir", str(root / "frames"), "--no-progress"])
     return TinyRun(root, ck, synth_root, root / "frames", out, rc, buf.getvalue())

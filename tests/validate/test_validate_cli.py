@@ -42,17 +42,24 @@ def test_run_end_to_end_on_tiny_config(tiny_run):
     for name in ("report.json", "report.md", "report.html", "junit.xml", "run.json"):
         assert (out / name).is_file(), name
     report = read_report(out / "report.json")
-    assert [e["name"] for e in report["artefacts"]] == ["executorch-fp32"]
-    e = report["artefacts"][0]
+    assert [e["name"] for e in report["artefacts"]] == ["executorch-fp32", "coreml-fp32"]
+    e, cm = report["artefacts"]
     assert e["status"] == "PASS" and e["runtime"] == "executorch-xnnpack"
     # fp32 ExecuTorch vs the 3D eager reference: float rounding only
     assert e["vs_reference"]["ef"]["max_abs"] < 1e-3
     assert e["latency"]["runs"] == 3 and e["latency"]["p50_ms"] > 0 and e["speedup_vs_reference"] > 0
+    # Core ML off macOS: real EF through the reference interpreter, no latency figure
+    assert cm["status"] == "PASS" and cm["vs_reference"]["ef"]["max_abs"] < 1e-3
+    assert cm["latency"] is None and "reference interpreter" in cm["latency_note"]
     assert report["data"]["n_videos"] == 2 and report["data"]["clips_per_video"] == 2
     run = json.loads((out / "run.json").read_text())
-    assert run["built"] == ["executorch-fp32"] and run["exit_code"] == 0
-    for stage in ("data", "checkpoint", "calibrate", "export executorch", "validate", "report", "total"):
+    assert sorted(run["built"]) == ["coreml-fp32", "executorch-fp32"] and run["exit_code"] == 0
+    for stage in ("data", "checkpoint", "calibrate", "export executorch", "export coreml",
+                  "export (wall)", "validate", "report", "total"):
         assert stage in run["timings_s"], stage
+    # the conversions ran in two worker processes, their log lines relayed with the format
+    assert "[executorch] executorch fp32: converting" in tiny_run.stdout
+    assert "[coreml] coreml fp32: converting" in tiny_run.stdout
     # the printed summary names the status and the report
     assert "executorch-fp32" in tiny_run.stdout and "PASS" in tiny_run.stdout
     assert str(out / "report.html") in tiny_run.stdout
