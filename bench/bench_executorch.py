@@ -21,40 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from echoedge.validate.agreement import delta_stats
+from echoedge.validate.latency import round_robin
+
+
+def _drift(ef: np.ndarray, ref: np.ndarray) -> Any:
+    return delta_stats(ref, ef)
+
+
 STRATEGIES = ("random", "ef-stratified", "phase-aware")
-
-
-def time_runners(runners: dict[str, Any], clip: np.ndarray, runs: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Round-robin: call i of every runner is timed back to back, so a burst of load from another
-    process on this shared machine hits all runners alike instead of skewing one of them."""
-    for r in runners.values():
-        for _ in range(warmup):
-            r(clip)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, r in runners.items():
-            t0 = time.perf_counter()
-            r(clip)
-            times[name].append(time.perf_counter() - t0)
-    out = {}
-    for name, ts in times.items():
-        ts.sort()
-        p90 = ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
-        out[name] = {"median_ms": statistics.median(ts) * 1e3, "p90_ms": p90 * 1e3, "min_ms": ts[0] * 1e3}
-    return out
-
-
-def drift(ef: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    d = np.abs(ef - ref)
-    return {"mean": float(d.mean()), "p95": float(np.percentile(d, 95)), "max": float(d.max())}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         f".pte int8 ({main_strategy})": open_runner(folders[f"int8 {main_strategy}"], threads=args.threads),
     }
     clip = calibs[main_strategy].clips[:1].copy()
-    rows = time_runners(runners, clip, args.runs, args.warmup)
-    base = rows["eager fp32 (3D reference)"]["median_ms"]
+    rows = {k: v.to_dict() for k, v in round_robin(runners, clip, args.runs, args.warmup).items()}
+    base = rows["eager fp32 (3D reference)"]["p50_ms"]
 
     def per_video_ef(infer: Any, what: str) -> np.ndarray:
         preds = predict_videos(infer, test, frames, spec, clips_per_video=args.clips,
@@ -143,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     drifts: dict[str, dict[str, float]] = {}
     for key in folders:
         r = open_runner(folders[key], threads=args.threads)
-        drifts[key] = drift(per_video_ef(r, key), ref_ef)
+        drifts[key] = _drift(per_video_ef(r, key), ref_ef)
         r.close()
 
     print()
@@ -159,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         key = names.get(name)
         size = f"{read_manifest(folders[key]).model_bytes / 1e6:.2f}" if key else "-"
         conv = f"{convert_s[key]:.0f}" if key else "-"
-        print(f"{name:<30} {row['median_ms']:9.1f} {row['p90_ms']:7.1f} {base / row['median_ms']:7.2f}x "
+        print(f"{name:<30} {row['p50_ms']:9.1f} {row['p90_ms']:7.1f} {base / row['p50_ms']:7.2f}x "
               f"{size:>6} {conv:>6}")
     print()
     print(f"EF drift vs the eager fp32 reference, {len(test)} TEST videos x {args.clips} clips "
@@ -169,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(head))
     for key, d in drifts.items():
         cid = read_manifest(folders[key]).calibration_id or "-"
-        print(f"{'.pte ' + key:<28} {d['mean']:10.3f} {d['p95']:6.3f} {d['max']:6.3f} {cid:>18}")
+        print(f"{'.pte ' + key:<28} {d.mean_abs:10.3f} {d.p95_abs:6.3f} {d.max_abs:6.3f} {cid:>18}")
     print()
     for key in folders:
         m = read_manifest(folders[key])
@@ -181,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
               f"= export+quantize {t['export_quantize']:.0f} + lower {t['lower']:.0f} + "
               f"check/bundle {t['run_check'] + t['bundle']:.0f}")
     if args.json:
-        args.json.write_text(json.dumps({"latency": rows, "drift": drifts, "convert_s": convert_s,
+        args.json.write_text(json.dumps({"latency": rows, "drift": {k: asdict(v) for k, v in drifts.items()}, "convert_s": convert_s,
                                          "threads": args.threads, "runs": args.runs,
                                          "videos": len(test), "clips": args.clips}, indent=2))
     for r in runners.values():

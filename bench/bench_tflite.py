@@ -21,39 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from echoedge.validate.agreement import delta_stats
+from echoedge.validate.latency import round_robin
+
+
+def _drift(ef: np.ndarray, ref: np.ndarray) -> Any:
+    return delta_stats(ref, ef)
+
+
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def time_runners(runners: dict[str, Any], clip: np.ndarray, runs: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Round-robin timing, as bench_executorch does."""
-    for r in runners.values():
-        for _ in range(warmup):
-            r(clip)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(runs):
-        for name, r in runners.items():
-            t0 = time.perf_counter()
-            r(clip)
-            times[name].append(time.perf_counter() - t0)
-    out = {}
-    for name, ts in times.items():
-        ts.sort()
-        p90 = ts[min(len(ts) - 1, int(round(0.9 * (len(ts) - 1))))]
-        out[name] = {"median_ms": statistics.median(ts) * 1e3, "p90_ms": p90 * 1e3, "min_ms": ts[0] * 1e3}
-    return out
-
-
-def drift(ef: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    d = np.abs(ef - ref)
-    return {"mean": float(d.mean()), "p95": float(np.percentile(d, 95)), "max": float(d.max())}
 
 
 class OrtRunner:
@@ -188,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     runners["onnxruntime fp32"] = OrtRunner(onnx_fp32, args.threads)
     runners["onnxruntime int8 (static QDQ)"] = OrtRunner(onnx_int8, args.threads)
     clip = calib.clips[:1].copy()
-    rows = time_runners(runners, clip, args.runs, args.warmup)
-    base = rows["eager fp32 (3D reference)"]["median_ms"]
+    rows = {k: v.to_dict() for k, v in round_robin(runners, clip, args.runs, args.warmup).items()}
+    base = rows["eager fp32 (3D reference)"]["p50_ms"]
 
     def per_video_ef(infer: Any, what: str) -> np.ndarray:
         preds = predict_videos(infer, test, frames, spec, clips_per_video=args.clips,
@@ -199,9 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     ref_ef = per_video_ef(reference, "eager reference")
     drifts: dict[str, dict[str, float]] = {}
     for p in PRECISIONS:
-        drifts[f".tflite {p}"] = drift(per_video_ef(runners[f".tflite {p} [{tfl.DEFAULT_INTERPRETER}]"], p), ref_ef)
-    drifts["onnxruntime fp32"] = drift(per_video_ef(runners["onnxruntime fp32"], "ort fp32"), ref_ef)
-    drifts["onnxruntime int8 (static QDQ)"] = drift(
+        drifts[f".tflite {p}"] = _drift(per_video_ef(runners[f".tflite {p} [{tfl.DEFAULT_INTERPRETER}]"], p), ref_ef)
+    drifts["onnxruntime fp32"] = _drift(per_video_ef(runners["onnxruntime fp32"], "ort fp32"), ref_ef)
+    drifts["onnxruntime int8 (static QDQ)"] = _drift(
         per_video_ef(runners["onnxruntime int8 (static QDQ)"], "ort int8"), ref_ef)
 
     versions = read_manifest(folders["fp32"]).tool_versions
@@ -224,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         p = key.removeprefix(".tflite ")
         conv = (f"{convert_s[p]:.0f}" if p in convert_s else
                 (f"{ort_q_s:.0f}" if name.startswith("onnxruntime int8") and ort_q_s else "-"))
-        print(f"{name:<34} {row['median_ms']:9.1f} {row['p90_ms']:7.1f} {base / row['median_ms']:7.2f}x "
+        print(f"{name:<34} {row['p50_ms']:9.1f} {row['p90_ms']:7.1f} {base / row['p50_ms']:7.2f}x "
               f"{size:>6} {conv:>6}")
     print()
     print(f"EF drift vs the eager fp32 reference, {len(test)} TEST videos x {args.clips} clips "
@@ -233,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     print(head)
     print("-" * len(head))
     for key, d in drifts.items():
-        print(f"{key:<34} {d['mean']:10.3f} {d['p95']:6.3f} {d['max']:6.3f}")
+        print(f"{key:<34} {d.mean_abs:10.3f} {d.p95_abs:6.3f} {d.max_abs:6.3f}")
     print()
     for p in PRECISIONS:
         m = read_manifest(folders[p])
@@ -241,15 +225,15 @@ def main(argv: list[str] | None = None) -> None:
         left = ", ".join(f"{op} x{n}" for op, n in sorted(d["ops_left_in_float"].items(), key=lambda kv: -kv[1]))
         print(f".tflite {p}: {d['route']}; int8 op fraction {d['int8_op_fraction']:.2f}; "
               f"input {d['input_layout']}; float ops: {left if p == 'int8' else '(all)'}")
-    int8_best = min(rows[f".tflite int8 [{k}]"]["median_ms"] for k in tfl.INTERPRETERS)
-    ort_int8 = rows["onnxruntime int8 (static QDQ)"]["median_ms"]
+    int8_best = min(rows[f".tflite int8 [{k}]"]["p50_ms"] for k in tfl.INTERPRETERS)
+    ort_int8 = rows["onnxruntime int8 (static QDQ)"]["p50_ms"]
     print(f"\ngoals: int8 .tflite {base / int8_best:.2f}x eager fp32 (goal >= 3x), "
           f"{ort_int8 / int8_best:.2f}x ONNX Runtime int8 (goal > 1x), "
-          f"int8 mean |dEF| {drifts['.tflite int8']['mean']:.3f} (goal <= 0.5)")
-    faster = {p: min(tfl.INTERPRETERS, key=lambda k: rows[f".tflite {p} [{k}]"]["median_ms"]) for p in PRECISIONS}
+          f"int8 mean |dEF| {drifts['.tflite int8'].mean_abs:.3f} (goal <= 0.5)")
+    faster = {p: min(tfl.INTERPRETERS, key=lambda k: rows[f".tflite {p} [{k}]"]["p50_ms"]) for p in PRECISIONS}
     print(f"faster interpreter per file: {faster} (default: {tfl.DEFAULT_INTERPRETER})")
     if args.json:
-        args.json.write_text(json.dumps({"latency": rows, "drift": drifts, "convert_s": convert_s,
+        args.json.write_text(json.dumps({"latency": rows, "drift": {k: asdict(v) for k, v in drifts.items()}, "convert_s": convert_s,
                                          "front_end_s": front_s, "threads": args.threads,
                                          "runs": args.runs, "videos": len(test), "clips": args.clips},
                                         indent=2))

@@ -69,6 +69,27 @@ def latency_from_times(times_s: Any, warmup: int, threads: int, load_s: float = 
                    threads=int(threads))
 
 
+def round_robin(runners: dict[str, Any], clip: np.ndarray, runs: int = 20, warmup: int = 3,
+                threads: int = 2) -> dict[str, Latency]:
+    """Time several runners side by side: call i of every runner is timed back to back.
+
+    On a shared machine a burst of load from another process then hits all runners alike
+    instead of skewing one of them, so their ratios stay meaningful (the benches' figures).
+    """
+    x = np.ascontiguousarray(clip if clip.ndim == 5 else clip[None], dtype=np.float32)[:1]
+    for r in runners.values():
+        for _ in range(max(0, warmup)):
+            r(x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(runs):
+        for name, r in runners.items():
+            t0 = time.perf_counter()
+            r(x)
+            times[name].append(time.perf_counter() - t0)
+    return {name: latency_from_times(ts, warmup, threads, float(getattr(runners[name], "load_s", 0.0)))
+            for name, ts in times.items()}
+
+
 class TimedRunner:
     """Wraps a runner and times every call, so the accuracy pass doubles as the latency series.
 

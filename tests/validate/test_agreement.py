@@ -95,3 +95,29 @@ def test_latency_measures_real_calls_and_fingerprint_names_the_host():
     assert fp["threads"] == 2 and fp["logical_cores"] >= 1 and fp["cpu_model"]
     assert "torch" in fp["runtime_versions"] and len(fp["id"]) == 12
     assert host_fingerprint(2)["id"] == fp["id"] != host_fingerprint(1)["id"]
+
+
+def test_timed_runner_reuses_accuracy_calls_and_round_robin_times_each_runner():
+    from echoedge.validate.latency import TimedRunner, round_robin
+
+    class Counting:
+        load_s = 0.5
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, x):
+            self.calls += 1
+            return (np.zeros(len(x)),)
+
+    inner = Counting()
+    timed = TimedRunner(inner)
+    for _ in range(8):  # the accuracy pass
+        timed(np.zeros((1, 1, 2, 4, 4), np.float32))
+    lat = timed.latency(np.zeros((1, 2, 4, 4), np.float32), runs=3, warmup=2, threads=2)
+    assert lat.runs == 6 and lat.warmup == 2 and inner.calls == 8  # enough calls: none added
+    lat = timed.latency(np.zeros((1, 2, 4, 4), np.float32), runs=10, warmup=2, threads=2)
+    assert lat.runs == 10 and inner.calls == 12 and lat.load_s == 0.5  # topped up with 4 calls
+    a, b = Counting(), Counting()
+    rows = round_robin({"a": a, "b": b}, np.zeros((1, 1, 2, 4, 4), np.float32), runs=5, warmup=2)
+    assert a.calls == b.calls == 7 and rows["a"].runs == rows["b"].runs == 5
