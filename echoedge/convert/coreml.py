@@ -70,8 +70,13 @@ def export_coreml(
     golden_inputs: np.ndarray | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    keep_float: Sequence[str] = (),
 ) -> Path:
     """Convert a deploy-form module to a Core ML artefact folder at `out_dir`; return it.
+
+    `keep_float` (w8/w8a8) names module paths whose weights stay fp16 (per-op selection: their
+    weight consts get no config in coremltools' OptimizationConfig.op_name_configs); in w8a8 their
+    activations are still quantized like every other op's.
 
     `calibration` (an echoedge.calibration.CalibrationSet: `.clips`, `.id`) is required for w8a8
     and ignored otherwise. `golden_inputs` (float32 (G, C, T, H, W)) are the clips the written
@@ -85,6 +90,10 @@ def export_coreml(
     if precision == "w8a8" and calibration is None:
         raise EchoEdgeError(f"{out_dir}: w8a8 needs a calibration set (activation ranges come "
                             "from real clips)")
+    keep_float = tuple(keep_float)
+    float_params: list[str] = []
+    if keep_float:
+        float_params = _keep_float_params(model, keep_float, precision, out_dir)
     clip_shape = tuple(spec.input_shape(1))
     clips = None
     if precision == "w8a8":
@@ -98,9 +107,43 @@ def export_coreml(
 
     def build(tmp: Path) -> ArtefactManifest:
         return _build(model, spec, tmp, precision, clips, calibration, golden,
-                      source_checkpoint_sha256, progress)
+                      source_checkpoint_sha256, progress, keep_float, float_params)
 
     return write_artefact(out_dir, build, overwrite=overwrite)
+
+
+def _keep_float_params(model: Any, keep_float: Sequence[str], precision: str, out_dir: Path) -> list[str]:
+    """Names of the parameters under `keep_float` that W8 would quantize (more than the threshold)."""
+    if precision not in ("w8", "w8a8"):
+        raise EchoEdgeError(f"{out_dir}: keep_float applies to w8/w8a8 only (got {precision})")
+    names = dict(model.named_modules())
+    unknown = [k for k in keep_float if k not in names]
+    if unknown:
+        raise EchoEdgeError(f"{out_dir}: keep_float names modules the model does not have: {', '.join(unknown)}")
+    params = [n for n, t in model.named_parameters()
+              if t.numel() > W8_WEIGHT_THRESHOLD and any(n.startswith(k + ".") for k in keep_float)]
+    if not params:
+        raise EchoEdgeError(f"{out_dir}: keep_float ({', '.join(keep_float)}) holds no weight that W8 "
+                            f"quantizes (more than {W8_WEIGHT_THRESHOLD} elements)")
+    return params
+
+
+def float_weight_consts(mlmodel: Any, params: Sequence[str]) -> list[str]:
+    """The ML program's const ops holding these torch parameters.
+
+    coremltools names a lifted parameter's const after its torch.export input, `p_` + the dotted
+    path with '_' (`p_encoder_stem_0_convs_0_weight`), plus `_to_fp16` in an fp16 program.
+    """
+    consts = {op.name for op in mlmodel._mil_program.functions["main"].operations
+              if op.op_type == "const"}
+    found, missing = [], []
+    for p in params:
+        base = "p_" + p.replace(".", "_")
+        hit = [n for n in (base, base + "_to_fp16") if n in consts]
+        (found if hit else missing).extend(hit or [p])
+    if missing:
+        raise EchoEdgeError("no ML program const found for the weights kept float: " + ", ".join(missing[:5]))
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,11 +290,15 @@ def _weight_config(ct: Any) -> Any:
         weight_threshold=W8_WEIGHT_THRESHOLD))
 
 
-def quantize_weights(mlmodel: Any) -> Any:
+def quantize_weights(mlmodel: Any, float_consts: Sequence[str] = ()) -> Any:
+    """W8 weights; `float_consts` (const op names) stay fp16 (op_name_configs set to None)."""
     import coremltools.optimize as cto
 
     ct = _import_coremltools()
-    return cto.coreml.linear_quantize_weights(mlmodel, _weight_config(ct))
+    config = _weight_config(ct)
+    for name in float_consts:
+        config.set_op_name(name, None)
+    return cto.coreml.linear_quantize_weights(mlmodel, config)
 
 
 def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray,
@@ -311,7 +358,8 @@ def _load_program_quietly(pkg: Path) -> tuple[Any, Any]:
 
 def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
            calibration: Any | None, golden: np.ndarray, checkpoint_sha: str,
-           progress: bool) -> ArtefactManifest:
+           progress: bool, keep_float: Sequence[str] = (),
+           float_params: Sequence[str] = ()) -> ArtefactManifest:
     import torch
 
     from echoedge.validate.coreml_interp import Interpreter, program_info
@@ -344,7 +392,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                 timings["activation_quantization"] = time.perf_counter() - t0
             if precision in ("w8", "w8a8"):
                 t0 = time.perf_counter()
-                mlmodel = quantize_weights(mlmodel)
+                float_consts = float_weight_consts(mlmodel, float_params) if float_params else []
+                mlmodel = quantize_weights(mlmodel, float_consts)
                 timings["weight_quantization"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             mlmodel.save(str(pkg))
@@ -404,7 +453,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "ml_program": {"op_histogram": info.op_histogram,
                            "quantization_ops": info.quantization_ops,
                            "specification_version": info.spec_version},
-            "quantization": _quant_details(precision, calib, act_summary, weights),
+            "quantization": {**_quant_details(precision, calib, act_summary, weights),
+                             **({"kept_float": list(keep_float),
+                                 "kept_float_weights": list(float_params)} if keep_float else {})},
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "runtime": "reference-interpreter (echoedge.validate.coreml_interp)",
                                 "interpreter_precision": interp.precision,

@@ -73,11 +73,14 @@ def export_executorch(
     golden_inputs: np.ndarray | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    keep_float: Sequence[str] = (),
 ) -> Path:
     """Convert a deploy-form module to an ExecuTorch artefact folder at `out_dir`; return it.
 
     `golden_inputs` (float32 (G, C, T, H, W)) go into model.bpte; without them the first clips of
-    the calibration set are used, or seeded random clips when there is none.
+    the calibration set are used, or seeded random clips when there is none. `keep_float` (int8
+    only) names module paths kept float on top of the recipe (mixed precision, `quantizer_for`);
+    the manifest's recipe lists them.
     """
     out_dir = Path(out_dir)
     if precision not in PRECISIONS:
@@ -85,6 +88,15 @@ def export_executorch(
     if precision == "int8" and calibration is None:
         raise EchoEdgeError(f"{out_dir}: int8 needs a calibration set (static quantization "
                             "takes its activation ranges from real clips)")
+    keep_float = tuple(keep_float)
+    if keep_float:
+        if precision != "int8":
+            raise EchoEdgeError(f"{out_dir}: keep_float applies to int8 only (got {precision})")
+        names = dict(model.named_modules())
+        unknown = [k for k in keep_float if k not in names]
+        if unknown:
+            raise EchoEdgeError(f"{out_dir}: keep_float names modules the model does not have: "
+                                f"{', '.join(unknown)}")
     clip_shape = tuple(spec.input_shape(1))
     clips = _check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
     if golden_inputs is not None:
@@ -97,7 +109,7 @@ def export_executorch(
 
     def build(tmp: Path) -> ArtefactManifest:
         return _build(model, spec, tmp, precision, clips, calibration, golden,
-                      source_checkpoint_sha256, progress)
+                      source_checkpoint_sha256, progress, keep_float)
 
     return write_artefact(out_dir, build, overwrite=overwrite)
 
@@ -125,7 +137,7 @@ def _refuse_3d_ops(model: Any) -> None:
 
 def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
            calibration: CalibrationData | None, golden: np.ndarray, checkpoint_sha: str,
-           progress: bool) -> ArtefactManifest:
+           progress: bool, keep_float: Sequence[str] = ()) -> ArtefactManifest:
     import torch
 
     say = print if progress else (lambda *a, **k: None)
@@ -139,7 +151,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     with torch.no_grad():
         ep = torch.export.export(model, example)
         if precision == "int8":
-            ep = _quantize(model, ep, example, clips, progress)
+            ep = _quantize(model, ep, example, clips, progress, keep_float)
     timings["export_quantize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -192,7 +204,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         tool_versions=tool_versions("executorch", "torchao"),
         details={
             "delegation": delegation.to_dict(),
-            "quantization": _quant_details(model, precision, calib),
+            "quantization": _quant_details(model, precision, calib, keep_float),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "cases": int(len(golden)), "errors": vs_eager},
             "bundled_program": bundle,
@@ -277,13 +289,13 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = ()) -> tuple[Any, dict
 
 
 def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray | None,
-              progress: bool) -> Any:
+              progress: bool, keep_float: Sequence[str] = ()) -> Any:
     import torch
     from rich.progress import Progress
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     assert clips is not None
-    quantizer, _ = quantizer_for(model)
+    quantizer, _ = quantizer_for(model, keep_float=keep_float)
     prepared = prepare_pt2e(ep.module(), quantizer)
     # Batch 1, as the program will run: observers then see the per-clip ranges the device sees.
     with Progress(disable=not progress, transient=True) as bar:
@@ -333,12 +345,13 @@ def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}
 
 
-def _quant_details(model: Any, precision: str, calib: dict[str, Any] | None) -> dict[str, Any]:
+def _quant_details(model: Any, precision: str, calib: dict[str, Any] | None,
+                   keep_float: Sequence[str] = ()) -> dict[str, Any]:
     if precision == "fp32":
         return {"scheme": None}
     return {
-        "scheme": "pt2e static, XNNPACKQuantizer",
-        "recipe": quantizer_for(model)[1],
+        "scheme": "pt2e static, XNNPACKQuantizer" + (" (mixed: kept_float modules float)" if keep_float else ""),
+        "recipe": quantizer_for(model, keep_float=keep_float)[1],
         "io": "float32 (quantize/dequantize inside the program)",
         "calibration": calib,
     }

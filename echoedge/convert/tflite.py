@@ -42,7 +42,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -100,14 +100,23 @@ def export_tflite(
     golden_inputs: np.ndarray | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    keep_float: Sequence[str] = (),
 ) -> Path:
-    """Convert a deploy-form module to a TFLite artefact folder at `out_dir`; return it."""
+    """Convert a deploy-form module to a TFLite artefact folder at `out_dir`; return it.
+
+    `keep_float` (scoped int8 only) names module paths whose convs stay float on top of the
+    recipe (mixed precision): their TFLite convs, located by weight, become denylisted nodes.
+    """
     out_dir = Path(out_dir)
     if precision not in PRECISIONS:
         raise EchoEdgeError(f"TFLite precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision.startswith("int8") and calibration is None:
         raise EchoEdgeError(f"{out_dir}: {precision} needs a calibration set (static quantization "
                             "takes its activation ranges from real clips)")
+    keep_float = tuple(keep_float)
+    float_weights: list[np.ndarray] = []
+    if keep_float:
+        float_weights = _keep_float_weights(model, keep_float, precision, out_dir)
     _require_toolchain()
     clip_shape = tuple(spec.input_shape(1))
     clips = _check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
@@ -121,9 +130,29 @@ def export_tflite(
 
     def build(tmp: Path) -> ArtefactManifest:
         return _build(model, spec, tmp, precision, clips, calibration, golden,
-                      source_checkpoint_sha256, progress)
+                      source_checkpoint_sha256, progress, keep_float, float_weights)
 
     return write_artefact(out_dir, build, overwrite=overwrite)
+
+
+def _keep_float_weights(model: Any, keep_float: Sequence[str], precision: str,
+                        out_dir: Path) -> list[np.ndarray]:
+    """The 4-D conv weights (O, I, kh, kw) of the modules under `keep_float`, checked."""
+    from torch import nn
+
+    if precision != "int8":
+        raise EchoEdgeError(f"{out_dir}: keep_float applies to int8 only (got {precision})")
+    if not int8_scope(model):
+        raise EchoEdgeError(f"{out_dir}: keep_float needs the scoped int8 recipe (Echo-E3Net)")
+    names = dict(model.named_modules())
+    unknown = [k for k in keep_float if k not in names]
+    if unknown:
+        raise EchoEdgeError(f"{out_dir}: keep_float names modules the model does not have: {', '.join(unknown)}")
+    out = [m.weight.detach().cpu().numpy().astype(np.float32) for n, m in names.items()
+           if isinstance(m, nn.Conv2d) and any(n == k or n.startswith(k + ".") for k in keep_float)]
+    if not out:
+        raise EchoEdgeError(f"{out_dir}: keep_float ({', '.join(keep_float)}) holds no Conv2d")
+    return out
 
 
 def _require_toolchain() -> None:
@@ -312,13 +341,17 @@ class Int8ScopePlan:
     heavy_nodes: list[str]  # output names of the in-scope convs in the TFLite graph
     int8_part_ops: int  # ops in the int8 part (in-scope convs and their ancestors)
     denylisted_nodes: list[str]  # output names of every other op
+    kept_float_nodes: list[str] = field(default_factory=list)  # in-scope convs kept float (mixed)
+    kept_float: tuple[str, ...] = ()  # the module paths they belong to
 
     def to_dict(self) -> dict[str, Any]:
         return {"int8_modules": list(self.modules), "onnx_convs_in_scope": self.onnx_convs,
                 "int8_convs": len(self.heavy_nodes), "int8_part_ops": self.int8_part_ops,
                 "denylisted_nodes": len(self.denylisted_nodes),
                 "located_by": "in-scope ONNX Conv weights matched to TFLite conv filters; their "
-                              "ancestors are the int8 part, every other op a denylisted node"}
+                              "ancestors are the int8 part, every other op a denylisted node",
+                **({"kept_float": list(self.kept_float), "kept_float_convs": len(self.kept_float_nodes),
+                    "kept_float_nodes": list(self.kept_float_nodes)} if self.kept_float else {})}
 
 
 @dataclass
@@ -385,8 +418,15 @@ def _onnx_scope_weights(onnx_path: Path, modules: Sequence[str]) -> list[np.ndar
     return weights
 
 
-def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str]) -> Int8ScopePlan:
-    """Map a module scope onto a float (calibrated) TFLite graph converted from `onnx_path`."""
+def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str],
+                    float_weights: Sequence[np.ndarray] = (),
+                    keep_float: Sequence[str] = ()) -> Int8ScopePlan:
+    """Map a module scope onto a float (calibrated) TFLite graph converted from `onnx_path`.
+
+    `float_weights` (torch layout (O, I, kh, kw)) are the convs of the `keep_float` modules: their
+    TFLite convs are denylisted (float) even inside the scope, and so are not part of the int8
+    part unless an int8 conv depends on them (then only they are denylisted).
+    """
     weights = _onnx_scope_weights(onnx_path, modules)
     if not weights:
         raise EchoEdgeError(f"{onnx_path.name}: no Conv node is named under the int8 scope "
@@ -413,6 +453,11 @@ def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str]) -> I
         raise EchoEdgeError(f"{onnx_path.name}: {len(weights) - len(found)} of the {len(weights)} "
                             f"in-scope convs ({', '.join(modules)}) were not found in the TFLite "
                             "graph (onnx2tf changed their weights); cannot scope the int8 file")
+    kept = _locate_convs(ops, const, float_weights) if len(float_weights) else set()
+    if len(float_weights) and len(kept) < len(float_weights):
+        raise EchoEdgeError(f"{onnx_path.name}: only {len(kept)} of the {len(float_weights)} convs kept "
+                            f"float ({', '.join(keep_float)}) were found in the TFLite graph")
+    heavy = [i for i in heavy if i not in kept]
     producer = {t: i for i, o in enumerate(ops) for t in o.outputs}
     part: set[int] = set()
     todo = list(heavy)
@@ -422,9 +467,30 @@ def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str]) -> I
             continue
         part.add(i)
         todo.extend(producer[t] for t in ops[i].inputs if t in producer)
+    part -= kept  # a kept-float conv stays float even when an int8 conv depends on it
     deny = [names[t] for i, o in enumerate(ops) if i not in part for t in o.outputs]
     return Int8ScopePlan(tuple(modules), len(weights), [names[ops[i].outputs[0]] for i in heavy],
-                         len(part), deny)
+                         len(part), deny, [names[ops[i].outputs[0]] for i in sorted(kept)],
+                         tuple(keep_float))
+
+
+def _locate_convs(ops: list[_GraphOp], const: Callable[[int], np.ndarray | None],
+                  weights: Sequence[np.ndarray]) -> set[int]:
+    """Indices of the CONV_2D / DEPTHWISE_CONV_2D ops whose filter equals one of `weights`
+    (torch layout), in either TFLite filter layout."""
+    by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for w in weights:
+        by_shape.setdefault(w.transpose(0, 2, 3, 1).shape, []).append(w.transpose(0, 2, 3, 1))
+        if w.shape[1] == 1:
+            by_shape.setdefault(w.transpose(1, 2, 3, 0).shape, []).append(w.transpose(1, 2, 3, 0))
+    hits = set()
+    for i, o in enumerate(ops):
+        if o.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(o.inputs) < 2:
+            continue
+        f = const(o.inputs[1])
+        if f is not None and any(np.array_equal(f, w) for w in by_shape.get(f.shape, [])):
+            hits.add(i)
+    return hits
 
 
 def check_scoped_int8(path: str | Path, heavy_nodes: Sequence[str]) -> dict[str, Any]:
@@ -476,7 +542,9 @@ class Converted:
 
 def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
                         layout: str, log: Path, progress: bool = True,
-                        scope: Sequence[str] | None = None, onnx_path: Path | None = None) -> Converted:
+                        scope: Sequence[str] | None = None, onnx_path: Path | None = None,
+                        float_weights: Sequence[np.ndarray] = (),
+                        keep_float: Sequence[str] = ()) -> Converted:
     """The .tflite bytes of one precision from an onnx2tf SavedModel. `scope` (int8 only, with
     the ONNX file the SavedModel came from) limits int8 to the convs of those modules."""
     import tensorflow as tf
@@ -510,7 +578,8 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
                 raise EchoEdgeError("a scoped int8 conversion needs the ONNX file of the SavedModel")
             # Node names exist only once the calibrated graph does: read them from it, then
             # quantize again with the out-of-scope nodes denylisted (the options setter does).
-            plan = int8_scope_plan(bytes(debugger.calibrated_model), onnx_path, scope)
+            plan = int8_scope_plan(bytes(debugger.calibrated_model), onnx_path, scope,
+                                   float_weights, keep_float)
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(
                 denylisted_ops=list(FLOAT_OPS_IN_INT8), denylisted_nodes=plan.denylisted_nodes)
             return Converted(bytes(debugger.get_nondebug_quantized_model()), plan)
@@ -625,7 +694,8 @@ def run_tflite(it: Any, io_: TFLiteIO, batch: np.ndarray) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- build
 def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
            calibration: CalibrationData | None, golden: np.ndarray, checkpoint_sha: str,
-           progress: bool) -> ArtefactManifest:
+           progress: bool, keep_float: Sequence[str] = (),
+           float_weights: Sequence[np.ndarray] = ()) -> ArtefactManifest:
     import torch
 
     from echoedge.convert.tflite_ops import check_ops, inspect_tflite
@@ -648,7 +718,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     scope = int8_scope(model) if precision == "int8" else None
     try:
         conv = convert_saved_model(fe.saved_model, precision, clips, layout, log, progress,
-                                   scope=scope, onnx_path=fe.folder / "model.onnx")
+                                   scope=scope, onnx_path=fe.folder / "model.onnx",
+                                   float_weights=float_weights, keep_float=keep_float)
     except EchoEdgeError:
         raise
     except Exception as e:
@@ -768,6 +839,9 @@ def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8Scop
                "io": "float32 (QUANTIZE/DEQUANTIZE inside the file)", "calibration": calib,
                "int8_modules": list(scope.modules) if scope else "all",
                "float": "denylisted ops" + ("" if scope is None else " and every op outside int8_modules")}
+        if scope is not None and scope.kept_float:  # mixed precision (echo-edge debug-quant)
+            out["kept_float"] = list(scope.kept_float)
+            out["float"] += " and the convs of kept_float"
         if scope is not None:
             # The op check's view: in-scope convs int8, the float heavy ops outside by recipe.
             out["scope"] = {**scope.to_dict(), **(scope_check or {}),

@@ -72,11 +72,18 @@ def ef_per_video(model: Any, videos: VideoSet, progress: bool = False,
 
 
 def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = (),
-                  progress: bool = False) -> Any:
+                  progress: bool = False, only: Sequence[str] | None = None,
+                  stats: dict[str, dict[str, Any]] | None = None) -> Any:
     """The deploy form with the ExecuTorch int8 recipe applied in PyTorch (fake quantization).
 
     `clips` are the calibration clips (float32 (N, C, T, H, W)); `keep_float` names module paths
-    kept float on top of the recipe (`echoedge.convert.executorch.quantizer_for`).
+    kept float on top of the recipe (`echoedge.convert.executorch.quantizer_for`); `only` (when
+    given) keeps every other unit of `quant_units` float: the sensitivity sweep's "only this unit
+    int8" mode (the recipe's shared element-wise ops between units stay as the recipe has them).
+    Observers see float activations during calibration (PT2E), so the ranges of a unit do not
+    depend on which other units are quantized: `stats` (from `observer_stats`, computed once on
+    the same clips) fills the observers instead of calibrating again -- the same numbers, minutes
+    less per sweep step on the paper config.
     """
     import torch
     from rich.progress import Progress
@@ -91,14 +98,67 @@ def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = ()
     deploy.eval()
     with torch.no_grad():
         ep = torch.export.export(deploy, example)
-        quantizer, _ = quantizer_for(deploy, keep_float=keep_float)
+        quantizer, _ = quantizer_for(deploy, keep_float=_keep_float_for(deploy, keep_float, only))
         prepared = prepare_pt2e(ep.module(), quantizer)
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("calibrating (simulation)", total=len(clips))
-            for clip in clips:
-                prepared(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
-                bar.advance(task)
+        if stats is None or not load_observer_stats(prepared, stats):
+            _calibrate(prepared, clips, progress)
         return convert_pt2e(prepared)
+
+
+def _calibrate(prepared: Any, clips: np.ndarray, progress: bool) -> None:
+    import torch
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("calibrating (simulation)", total=len(clips))
+        for clip in clips:
+            prepared(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
+            bar.advance(task)
+
+
+def _observers(prepared: Any) -> dict[str, Any]:
+    """observed node name -> observer module of a PT2E-prepared graph."""
+    out = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.args and hasattr(node.args[0], "name"):
+            mod = prepared.get_submodule(node.target)
+            if hasattr(mod, "min_val") and hasattr(mod, "max_val"):
+                out[node.args[0].name] = mod
+    return out
+
+
+def observer_stats(deploy: Any, clips: np.ndarray, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Calibrate the whole int8 recipe once; the min/max of every observer, by observed node name.
+
+    The exported graph's node names are the same for every export of one module, and a
+    configuration with units kept float observes a subset of these tensors.
+    """
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from echoedge.convert.executorch import quantizer_for
+
+    clips = np.asarray(clips)
+    example = (torch.from_numpy(np.ascontiguousarray(clips[:1], dtype=np.float32)),)
+    deploy.eval()
+    with torch.no_grad():
+        ep = torch.export.export(deploy, example)
+        prepared = prepare_pt2e(ep.module(), quantizer_for(deploy)[0])
+        _calibrate(prepared, clips, progress)
+    return {name: {"min_val": obs.min_val.detach().clone(), "max_val": obs.max_val.detach().clone()}
+            for name, obs in _observers(prepared).items()}
+
+
+def load_observer_stats(prepared: Any, stats: dict[str, dict[str, Any]]) -> bool:
+    """Fill a prepared graph's observers from `observer_stats`; False (nothing changed) when one
+    of them has no recorded statistics (the caller then calibrates)."""
+    obs = _observers(prepared)
+    if any(name not in stats for name in obs):
+        return False
+    for name, o in obs.items():
+        o.min_val = stats[name]["min_val"].clone()
+        o.max_val = stats[name]["max_val"].clone()
+    return True
 
 
 def quantized_layers(deploy: Any) -> list[str]:
@@ -113,3 +173,261 @@ def quantized_layers(deploy: Any) -> list[str]:
         if isinstance(m, nn.Conv2d) and (scope is None or name.startswith(scope)):
             out.append(name)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Per-format simulations and the units a user can keep float
+# --------------------------------------------------------------------------------------------
+
+# (format, precision) -> what the simulation reproduces and what it leaves to the converter and
+# runtime (the "conversion/runtime" term of the attribution). fp32/fp16 artefacts are simulated by
+# the fp32 deploy form itself: everything they differ by is conversion/runtime.
+FIDELITY: dict[tuple[str, str], str] = {
+    ("executorch", "int8"): (
+        "exact recipe: the converter's own PT2E flow (XNNPACKQuantizer, scope, min/max observers, "
+        "same calibration clips at batch 1) as PyTorch reference quantize/dequantize; XNNPACK's "
+        "integer kernels (requantization rounding, fused activations) are the runtime term"),
+    ("tflite", "int8"): (
+        "same scheme, not the same tool: TFLite's selective int8 quantizes the same scope (stem + "
+        "CNN convs) with per-channel symmetric weights and per-tensor affine min/max activations, "
+        "simulated with the ExecuTorch PT2E recipe; what TFLite quantizes around the convs (which "
+        "element-wise ops, where it requantizes), onnx2tf's graph and its calibration statistics "
+        "are in the conversion/runtime term"),
+    ("coreml", "w8"): (
+        "weights only: per-output-channel symmetric int8 (range -127..127, scale = max|w|/127 of "
+        "the fp16 weight) of every weight with more than coremltools' threshold elements; Core ML's "
+        "fp16 activations and compute are not simulated (they are in the conversion/runtime term)"),
+    ("coreml", "w8a8"): (
+        "approximate: the W8 weight simulation plus per-tensor symmetric int8 min/max "
+        "quantize/dequantize of the activations at the inputs and outputs of every conv and "
+        "Linear (PT2E, whole model); coremltools' prefix/suffix pairs on other ops and fp16 "
+        "compute are in the conversion/runtime term"),
+}
+FLOAT_PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass
+class QuantUnit:
+    """A group of deploy-form weight layers a user recognises as one layer of the reference model.
+
+    The deploy form rewrites one reference Conv3d into several Conv2d (`convs.0`, `run_convs.1_2`,
+    ...) under the same module path; they are quantized and kept float together, named by that
+    path (e.g. 'encoder.cnn.0.block.conv1'). A layer that was not rewritten is its own unit.
+    """
+
+    name: str  # module path in the reference (and deploy) model; a keep_float entry
+    layers: tuple[str, ...]  # deploy-form module paths of its weight layers
+    params: int  # weight elements of the unit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "layers": list(self.layers), "params": self.params}
+
+
+def simulated_formats() -> list[tuple[str, str]]:
+    """(format, precision) pairs `simulate` has a quantized simulation for."""
+    return list(FIDELITY)
+
+
+def fidelity(fmt: str, precision: str) -> str:
+    """How faithful the simulation of one format/precision is (a sentence for the report)."""
+    if precision in FLOAT_PRECISIONS:
+        return "float artefact: the fp32 deploy form itself (no quantization to simulate)"
+    try:
+        return FIDELITY[(fmt, precision)]
+    except KeyError:
+        raise EchoEdgeError(f"no quantization simulation for {fmt} {precision} "
+                            f"(have: {', '.join(f'{f} {p}' for f, p in FIDELITY)})") from None
+
+
+def needs_calibration(fmt: str, precision: str) -> bool:
+    """True when the simulation of fmt/precision takes activation ranges from calibration clips."""
+    return precision in ("int8", "int8-full", "w8a8")
+
+
+def quant_units(deploy: Any, fmt: str = "executorch", precision: str = "int8") -> list[QuantUnit]:
+    """The units a sensitivity sweep or a mixed-precision artefact works with, in forward order.
+
+    ExecuTorch/TFLite int8: the convs of the int8 scope (`quantized_layers`). Core ML W8/W8A8: every
+    conv and Linear whose weight coremltools quantizes (more than its threshold elements).
+    """
+    from torch import nn
+
+    if precision in FLOAT_PRECISIONS:
+        return []
+    fidelity(fmt, precision)  # unknown pairs fail here
+    if fmt == "coreml":
+        from echoedge.convert.coreml import W8_WEIGHT_THRESHOLD
+
+        layers = [n for n, m in deploy.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.numel() > W8_WEIGHT_THRESHOLD]
+    else:
+        layers = quantized_layers(deploy)
+    return group_units(deploy, layers)
+
+
+def group_units(deploy: Any, layers: Sequence[str]) -> list[QuantUnit]:
+    """Group deploy-form layer paths by the rewritten reference module they belong to."""
+    from echoedge.model.deploy import Conv3dAs2d
+
+    modules = dict(deploy.named_modules())
+    order: list[str] = []
+    members: dict[str, list[str]] = {}
+    for path in layers:
+        unit = path
+        parts = path.split(".")
+        # The closest ancestor that is a Conv3d rewrite names the unit.
+        for k in range(len(parts) - 1, 0, -1):
+            if isinstance(modules.get(".".join(parts[:k])), Conv3dAs2d):
+                unit = ".".join(parts[:k])
+                break
+        if unit not in members:
+            order.append(unit)
+            members[unit] = []
+        members[unit].append(path)
+    return [QuantUnit(u, tuple(members[u]),
+                      int(sum(modules[p].weight.numel() for p in members[u]))) for u in order]
+
+
+def simulate(deploy: Any, fmt: str, precision: str, clips: np.ndarray | None = None,
+             keep_float: Sequence[str] = (), only: Sequence[str] | None = None,
+             progress: bool = False, stats: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The deploy form as artefact `fmt`/`precision` would compute it, quantization-wise.
+
+    Returns a callable torch module (eval mode). `clips` are the calibration clips the artefact
+    was built with (needed where `needs_calibration`); `keep_float` names units/module paths kept
+    float on top of the format's recipe; `only` (sensitivity "only" mode) restricts quantization
+    to those units (None: the whole recipe). fp32/fp16 return the deploy form itself.
+    `stats` (ExecuTorch/TFLite int8: `observer_stats` on the same clips) skips calibration.
+    See `fidelity` for what each simulation leaves out.
+    """
+    if precision in FLOAT_PRECISIONS:
+        return deploy.eval()
+    fidelity(fmt, precision)
+    if needs_calibration(fmt, precision) and clips is None:
+        raise EchoEdgeError(f"simulating {fmt} {precision} needs the calibration clips the artefact "
+                            "was built with")
+    if fmt in ("executorch", "tflite"):
+        return simulate_int8(deploy, clips, keep_float=keep_float, only=only, progress=progress,
+                             stats=stats)
+    weights = simulate_weights_int8(deploy, keep_float=keep_float, only=only)
+    if precision == "w8":
+        return weights
+    return simulate_w8a8_activations(weights, clips, keep_float=keep_float, only=only,
+                                     progress=progress)
+
+
+def _node_paths(node: Any) -> list[str]:
+    return [str(path) for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+
+
+def _under_any(paths: Sequence[str], prefixes: Sequence[str]) -> bool:
+    return any(p == k or p.startswith(k + ".") for p in paths for k in prefixes)
+
+
+def _keep_float_for(deploy: Any, keep_float: Sequence[str], only: Sequence[str] | None) -> list[str]:
+    """keep_float plus, in "only" mode, every int8-recipe unit outside `only`.
+
+    "Only" is the complement of the other units rather than a filter on module paths: a filter
+    would also drop the recipe's unnamed glue (a ReLU or add written in the parent's forward),
+    which breaks the conv+activation patterns the quantizer annotates together.
+    """
+    keep = list(keep_float)
+    if only is not None:
+        keep += [u.name for u in quant_units(deploy, "executorch", "int8")
+                 if not _under_any([u.name], only) and not _under_any(u.layers, only)]
+    return keep
+
+
+def _selected(path: str, keep_float: Sequence[str], only: Sequence[str] | None) -> bool:
+    if _under_any([path], keep_float):
+        return False
+    return only is None or _under_any([path], only)
+
+
+def fake_quantize_weight(w: Any) -> Any:
+    """Core ML W8 of one weight: fp16 value, per-output-channel (axis 0) symmetric int8 in -127..127.
+
+    coremltools' linear_symmetric int8 (optimize._utils.quantize_weight_by_dtype) on the fp16
+    program's weight, in its own fp16 arithmetic: scale = 2 max|w| / 254, q = clip(round(w /
+    scale), -127, 127); Core ML dequantizes to fp16 (q * scale), which is what is returned.
+    """
+    import torch
+
+    w16 = w.detach().cpu().numpy().astype(np.float16)
+    flat = w16.reshape(w16.shape[0], -1)
+    max_abs = np.maximum(np.abs(flat.min(axis=1, keepdims=True)), np.abs(flat.max(axis=1, keepdims=True)))
+    scale = (max_abs - (-max_abs)) / np.float16(254)
+    scale = np.where(scale > 0, scale, np.float16(1)).astype(np.float16)
+    q = np.clip(np.round(flat / scale), -127, 127).astype(np.float16)
+    deq = (q * scale).astype(np.float32).reshape(w.shape)
+    return torch.from_numpy(deq).to(w.dtype)
+
+
+def simulate_weights_int8(deploy: Any, keep_float: Sequence[str] = (),
+                          only: Sequence[str] | None = None) -> Any:
+    """A copy of the deploy form whose Core ML W8 weights are int8-rounded (activations float).
+
+    The weights are those `quant_units(deploy, "coreml", "w8")` names (conv and Linear weights with
+    more than coremltools' threshold elements), minus `keep_float`, restricted to `only`.
+    """
+    import copy
+
+    import torch
+
+    units = quant_units(deploy, "coreml", "w8")
+    sim = copy.deepcopy(deploy).eval()
+    modules = dict(sim.named_modules())
+    with torch.no_grad():
+        for unit in units:
+            for path in unit.layers:
+                if _selected(path, keep_float, only):
+                    m = modules[path]
+                    m.weight.copy_(fake_quantize_weight(m.weight))
+    return sim
+
+
+def simulate_w8a8_activations(weights_sim: Any, clips: np.ndarray, keep_float: Sequence[str] = (),
+                              only: Sequence[str] | None = None, progress: bool = False) -> Any:
+    """Core ML W8A8 (approximate): per-tensor symmetric int8 min/max activations around every conv
+    and Linear of `weights_sim` (a `simulate_weights_int8` result), as a PT2E graph module.
+
+    PT2E also re-quantizes the weights per channel, symmetric, which leaves already int8-rounded
+    weights unchanged (the largest weight of a channel maps to 127 again).
+    """
+    import dataclasses
+
+    import torch
+    from rich.progress import Progress
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config,
+    )
+
+    clips = np.asarray(clips)
+    if clips.ndim != 5 or len(clips) == 0:
+        raise EchoEdgeError(f"calibration clips: expected (N, C, T, H, W) with N >= 1, got {clips.shape}")
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    observer = MinMaxObserver.with_args(eps=2**-12, qscheme=torch.per_tensor_symmetric)
+    act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer,
+                              qscheme=torch.per_tensor_symmetric, quant_min=-127, quant_max=127)
+    config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    layers = {p for u in quant_units(weights_sim, "coreml", "w8") for p in u.layers
+              if _selected(p, keep_float, only)}
+
+    def quantize(node: Any) -> bool:
+        paths = _node_paths(node)
+        return not paths or any(p in layers for p in paths)
+
+    quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(quantize)
+    example = (torch.from_numpy(np.ascontiguousarray(clips[:1], dtype=np.float32)),)
+    weights_sim.eval()
+    with torch.no_grad():
+        ep = torch.export.export(weights_sim, example)
+        prepared = prepare_pt2e(ep.module(), quantizer)
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("calibrating (W8A8 simulation)", total=len(clips))
+            for clip in clips:
+                prepared(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
+                bar.advance(task)
+        return convert_pt2e(prepared)

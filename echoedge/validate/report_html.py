@@ -2,7 +2,9 @@
 
 Sections: verdict and status table, predicted-vs-true EF scatter per artefact, Bland-Altman plot
 per artefact (vs the fp32 reference, with bootstrap CIs of bias and limits), latency and size
-bars, the worst videos, gates, host. No external CSS, scripts, fonts or images, so the file can be
+bars, the worst videos, gates, host, and "Quantization debugging" when report.json has the key
+`debug_quant` (put there by `echo-edge debug-quant --report`; its figures are drawn from those
+numbers, never read from files). No external CSS, scripts, fonts or images, so the file can be
 attached to a CI run or mailed and still render.
 """
 
@@ -242,12 +244,153 @@ def render_html(report: dict[str, Any]) -> str:
             parts.append(f"<tr><td>{_e(e['name'])}</td><td>{_e(g['name'])}</td><td>{v} {_e(g['unit'])}</td>"
                          f"<td>{_e(g['op'])} {g['threshold']:g}</td><td>{res}</td></tr>")
     parts.append("</tbody></table>")
+    if report.get("debug_quant"):  # added by `echo-edge debug-quant --report`
+        parts.append(debug_quant_html(report["debug_quant"]))
     versions = ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items())
     parts.append(f"<h2>Host</h2><p class='meta'>id <code>{_e(host['id'])}</code>: {_e(host['cpu_model'])}, "
                  f"{host['logical_cores']} logical cores, {host['threads']} threads{_e(load_note(host))}, {_e(host.get('os', ''))}; "
                  f"{_e(versions)}. Latency figures from hosts with different ids are not comparable.</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# "Quantization debugging" (echo-edge debug-quant): figures drawn from the section's numbers, so
+# the page stays self-contained and shows exactly what report.json holds.
+
+
+def attribution_figure(att: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    names = [a["artefact"] for a in att]
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.4))
+    for i, (key, label) in enumerate((("total", "artefact vs reference"), ("quantization", "quantization (simulated)"),
+                                      ("conversion", "conversion / runtime"))):
+        ax.barh(y + (i - 1) * 0.27, [a[key] for a in att], height=0.27, color=f"C{i}", label=label)
+    ax.set(yticks=y, yticklabels=names, xlabel="mean |ΔEF| (EF points)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def sensitivity_figure(s: dict[str, Any], top: int = 15) -> str:
+    plt = _plt()
+    units = s["units"][:top][::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(units) + 1.4))
+    vals = [u["effect"] for u in units]
+    ax.barh([u["unit"] for u in units], vals, color=["#c0392b" if v > 0 else "#7f8c8d" for v in vals])
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_xlabel("EF points won back by keeping the unit float" if s["mode"] == "all-but"
+                  else "mean |ΔEF| with only this unit int8")
+    ax.set_title(f"{s['family']} ({s['mode']}); all int8 (simulated): {s['baseline']:.3f}", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pareto_figure(cands: list[dict[str, Any]], budget: float) -> str | None:
+    pts = [c for c in cands if c.get("latency_ms")]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sizes = np.array([c["size_bytes"] or 0 for c in pts], dtype=float)
+    area = 30 + 300 * sizes / max(sizes.max(), 1.0)
+    colours = {"executorch": "C0", "tflite": "C1", "coreml": "C4", "pytorch": "0.5"}
+    for c, a in zip(pts, area):
+        ax.scatter(c["latency_ms"], c["mean_abs_def"], s=a, color=colours.get(c["format"], "C7"), alpha=0.7,
+                   edgecolors="k" if c.get("pareto") else "none")
+        ax.annotate(c["name"], (c["latency_ms"], c["mean_abs_def"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+    front = sorted((c for c in pts if c.get("pareto")), key=lambda c: c["latency_ms"])
+    if len(front) > 1:
+        ax.plot([c["latency_ms"] for c in front], [c["mean_abs_def"] for c in front], "k--", lw=0.8,
+                label="Pareto front")
+    ax.axhline(budget, color="C3", lw=0.8, ls=":", label=f"budget {budget:g}")
+    ax.set(xlabel="latency p50, ms (batch 1)", ylabel="mean |ΔEF| vs fp32 (EF points)")
+    ax.set_title("EF error vs latency (marker area: file size; black edge: Pareto front)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def calibration_figure(cal: dict[str, Any]) -> str:
+    plt = _plt()
+    pts, st = cal["points"], cal["settings"]
+    recs = cal.get("recommendations") or {}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, strat in enumerate(dict.fromkeys(p["strategy"] for p in pts)):
+        ps = sorted((p for p in pts if p["strategy"] == strat), key=lambda p: p["size"])
+        n = [p["size"] for p in ps]
+        a1.fill_between(n, [p["min"] for p in ps], [p["max"] for p in ps], color=f"C{i}", alpha=0.15, lw=0)
+        a1.errorbar(n, [p["mean"] for p in ps], yerr=[p["sd"] or 0.0 for p in ps], color=f"C{i}", marker="o",
+                    capsize=3, label=strat)
+        if strat in recs:
+            a1.plot([recs[strat]["size"]], [recs[strat]["mean"]], "*", ms=14, color=f"C{i}", mec="k")
+        for key, style in (("low_ef_mean", "-"), ("rest_mean", "--")):
+            y = [np.nan if p[key] is None else p[key] for p in ps]
+            a2.plot(n, y, style, marker="o", color=f"C{i}", label=f"{strat} ({'low EF' if key == 'low_ef_mean' else 'rest'})")
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(st["sizes"], [str(x) for x in st["sizes"]])
+        ax.set(xlabel="calibration clips N", ylabel="mean |ΔEF| (EF points)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    a1.set_title(f"{st['draws']} disjoint draws per N: mean ± sd, band min–max, ★ recommended", fontsize=9)
+    a2.set_title(f"low-EF hearts ({st['low_ef_by']} EF < {st['low_ef']:g}) vs the rest", fontsize=9)
+    fig.suptitle(cal["label"], fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def debug_quant_html(dq: dict[str, Any]) -> str:
+    """The "Quantization debugging" section: the Markdown section's tables as HTML, plus figures."""
+    import re
+
+    from echoedge.validate.report_md import render_debug_quant
+
+    parts = ["<h2 id='quantization-debugging'>Quantization debugging</h2>"]
+    # Tables and lines from the Markdown renderer (one wording for both pages), converted simply.
+    table: list[str] = []
+
+    def flush() -> None:
+        if not table:
+            return
+        # Split on unescaped pipes only: "mean \\|ΔEF\\|" is one cell.
+        rows = [[c for c in re.split(r"(?<!\\)\|", r.strip()[1:-1])] for r in table
+                if not re.fullmatch(r"\|[-|]+\|", r.strip())]
+        head, body = rows[0], rows[1:]
+        parts.append("<table><thead><tr>" + "".join(f"<th>{_e(_md(c))}</th>" for c in head) + "</tr></thead><tbody>"
+                     + "".join("<tr>" + "".join(f"<td>{_e(_md(c))}</td>" for c in r) + "</tr>" for r in body)
+                     + "</tbody></table>")
+        table.clear()
+
+    figures = {"### Error attribution": lambda: attribution_figure(dq["attribution"]) if dq.get("attribution") else None,
+               "### Calibration stability and size": lambda: calibration_figure(dq["calibration"])}
+    sens = {f"### Per-layer sensitivity: {s['family']}": s for s in dq.get("sensitivity") or []}
+    for line in render_debug_quant(dq).splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("### "):
+            parts.append(f"<h3>{_e(line[4:])}</h3>")
+            key = next((k for k in sens if line.startswith(k + " (")), None)  # "coreml-w8" vs "coreml-w8a8"
+            img = sensitivity_figure(sens[key]) if key else figures.get(line, lambda: None)()
+            if line.startswith("### Mixed precision") and dq.get("candidates"):
+                img = pareto_figure(dq["candidates"], dq["settings"]["budget"])
+            if img:
+                parts.append(f"<img alt='{_e(line[4:])}' src='{img}'>")
+        elif line.strip():
+            parts.append(f"<p class='meta'>{_e(_md(line))}</p>")
+    flush()
+    return "\n".join(parts)
+
+
+def _md(text: str) -> str:
+    """Markdown inline marks out of a cell: the HTML shows plain text."""
+    return text.replace("\\|", "|").replace("**", "").replace("`", "").strip()
 
 
 def write_html(report: dict[str, Any], path: str | Path) -> Path:

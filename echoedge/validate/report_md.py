@@ -114,7 +114,104 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{w['ef']:.2f} | {w['delta_ef']:+.3f} |")
     lines += ["", f"Host `{host['id']}`: {host['cpu_model']}, {host['logical_cores']} cores, "
               f"{host['threads']} threads{load_note(host)}; " + ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items()), ""]
+    if report.get("debug_quant"):  # added by `echo-edge debug-quant --report`
+        lines += ["## Quantization debugging", "", render_debug_quant(report["debug_quant"]), ""]
     return "\n".join(lines)
+
+
+def render_debug_quant(dq: dict[str, Any]) -> str:
+    """The "Quantization debugging" section (echo-edge debug-quant's debug_quant.json), in Markdown.
+
+    Rendered from the dict alone: a report.json carries it under the key `debug_quant`, and
+    debug_quant.md is this text. Parts that did not run are left out.
+    """
+    v = dq["videos"]
+    out = [f"{len(v['names'])} {v['split']} videos x {v['clips_per_video']} clip(s), ΔEF against the "
+           f"fp32 deploy form of `{Path(dq['checkpoint']).name}` ({dq['checkpoint_sha256'][:12]}); "
+           f"parts: {', '.join(dq['parts'])}."]
+    att = dq.get("attribution")
+    if att is not None:
+        out += ["", "### Error attribution", "",
+                "| artefact | runtime | mean \\|ΔEF\\| | quantization (simulated) | conversion/runtime | "
+                "quantization share | signed: total = quant + conv |", "|---|---|---|---|---|---|---|"]
+        for a in att:
+            share = a.get("quantization_share")  # null when both terms are 0
+            share = "–" if share is None else f"{100 * share:.0f} %"
+            out.append(f"| {a['artefact']} | {a['runtime']} | {a['total']:.3f} | {a['quantization']:.3f} | "
+                       f"{a['conversion']:.3f} | {share} | "
+                       f"{a['bias_total']:+.3f} = {a['bias_quantization']:+.3f} {a['bias_conversion']:+.3f} |")
+        skipped = dq.get("attribution_skipped") or {}
+        out += [""] * bool(skipped) + [f"- `{k}` not attributed: {r}" for k, r in skipped.items()]
+    for s in dq.get("sensitivity") or []:
+        what = "EF points won back when kept float" if s["mode"] == "all-but" else "mean |ΔEF| with only it int8"
+        out += ["", f"### Per-layer sensitivity: {s['family']} ({', '.join(s['formats'])}, {s['mode']})", "",
+                f"All int8 (simulated): mean |ΔEF| {s['baseline']:.3f}; {s['evaluations']} simulations, "
+                f"{s['wall_s']:.0f} s ({s['seconds_per_evaluation']:.1f} s each), "
+                f"{s['calibration_clips']} calibration clips.", "",
+                f"| rank | unit | weights | mean \\|ΔEF\\| | effect ({what}) |", "|---|---|---|---|---|"]
+        for i, u in enumerate(s["units"][:10], 1):
+            out.append(f"| {i} | `{u['unit']}` | {u['params']} | {u['mean_abs_def']:.3f} | {u['effect']:+.3f} |")
+        if len(s["units"]) > 10:
+            out.append(f"| | … {len(s['units']) - 10} more in debug_quant.json | | | |")
+    budget = dq.get("budget")
+    if budget is not None:
+        out += ["", f"### Mixed precision to a budget of {dq['settings']['budget']:g} EF points", ""]
+        for b in budget:
+            if not b["met"]:
+                out.append(f"- **{b['format']} {b['precision']}: not met** — {b['reason']}")
+            elif not b["kept_float"]:
+                out.append(f"- {b['format']} {b['precision']}: met by the pure recipe (simulated "
+                           f"{b['simulated']:.3f}); nothing kept float")
+            else:
+                m = b.get("mixed")
+                real = (f"; emitted `{m['name']}`: mean |ΔEF| {m['mean_abs_def']:.3f} in {m['runtime']}, "
+                        f"p50 {fmt(m['latency_ms'], '.1f')} ms, {fmt(m.get('speedup_vs_eager'), '.2f')}× eager fp32"
+                        + (f", {b['latency_cost_vs_pure_ms']:+.1f} ms vs pure" if b.get("latency_cost_vs_pure_ms")
+                           is not None else "")) if m else ""
+                out.append(f"- {b['format']} {b['precision']}: {len(b['kept_float'])} unit(s) float "
+                           f"(simulated {b['simulated']:.3f}){real}: " + ", ".join(f"`{u}`" for u in b["kept_float"]))
+        cands = dq.get("candidates")
+        if cands:
+            out += ["", "| candidate | runtime | float units | mean \\|ΔEF\\| | simulated | p50 ms | speed-up vs eager | "
+                    "size | Pareto | goal |", "|---|---|---|---|---|---|---|---|---|---|"]
+            for c in cands:
+                goal = "—" if c["folder"] is None else ("✅" if c.get("meets_goal") else "❌")
+                out.append(f"| {c['name']} | {c['runtime']} | {len(c['kept_float'])} | {c['mean_abs_def']:.3f} | "
+                           f"{fmt(c.get('simulated_abs_def'), '.3f')} | {fmt(c['latency_ms'], '.1f')} | "
+                           f"{fmt(c.get('speedup_vs_eager'), '.2f')} | {size_mb(c['size_bytes'])} | "
+                           f"{'★' if c.get('pareto') else ''} | {goal} |")
+            out.append("")
+            out.append("Goal: mean |ΔEF| within the budget and at least 2.5× faster than eager fp32.")
+    cal = dq.get("calibration")
+    if cal:
+        st, cv = cal["settings"], cal["videos"]
+        out += ["", "### Calibration stability and size", "",
+                f"{cal['label']}: {st['draws']} disjoint {st['split']} draws per N (no video shared); "
+                f"low EF = {st['low_ef_by']} EF < {st['low_ef']:g} ({cv['n_low_ef']} of {len(cv['names'])} videos).", "",
+                "| strategy | N | draws | mean \\|ΔEF\\| | sd | min | max | low-EF mean | rest mean |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        recs = cal.get("recommendations") or {}
+        for p in cal["points"]:
+            star = " ★" if (recs.get(p["strategy"]) or {}).get("size") == p["size"] else ""
+            out.append(f"| {p['strategy']} | {p['size']}{star} | {p['draws']} | {fmt(p['mean'], '.3f')} | "
+                       f"{fmt(p['sd'], '.3f')} | {fmt(p['min'], '.3f')} | {fmt(p['max'], '.3f')} | "
+                       f"{fmt(p['low_ef_mean'], '.3f')} | {fmt(p['rest_mean'], '.3f')} |")
+        out.append("")
+        for s, r in recs.items():
+            out.append(f"- {s}: recommended N = {r['size']} ({'' if r['rule_met'] else 'rule not met: '}{r['reason']})")
+        if cal.get("overall"):
+            o = cal["overall"]
+            out.append(f"- overall: **{o['strategy']}, N = {o['size']}** (mean |ΔEF| {o['mean']:.3f})")
+        out += [f"- note: {n}" for n in cal.get("notes") or []]
+        c = cal.get("cost") or {}
+        out.append(f"- cost: {c.get('models')} simulated models, {c.get('clips_calibrated')} distinct calibration "
+                   f"clips for {c.get('clips_requested')} requested, {fmt(c.get('total_s'), '.0f')} s in all "
+                   f"({fmt(c.get('evaluate_s_per_clip'), '.2f')} s per evaluated clip)")
+    out += [f"- {n}" for n in dq.get("notes") or []]
+    t = dq.get("timings_s") or {}
+    if t:
+        out += ["", "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())]
+    return "\n".join(out)
 
 
 def summary_table(report: dict[str, Any]) -> str:

@@ -1,0 +1,292 @@
+"""Mixed precision to an EF budget: the greedy search stops as soon as the budget holds, fails
+clearly when it cannot, and the emitted artefacts really keep the chosen layers float.
+
+The search logic is tested on a scripted evaluator (exact step counts); the simulation-backed
+search on a small network with one deliberately fragile conv (Core ML W8 scheme: cheap to
+simulate); the ExecuTorch emit on the same network (the .pte's EF follows the keep-float
+simulation, not the all-int8 one) and, marked slow, on the tiny Echo-E3Net deploy form.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("executorch")
+from torch import nn  # noqa: E402
+
+from echoedge.convert.artefact import read_manifest  # noqa: E402
+from echoedge.data.clipspec import ClipSpec  # noqa: E402
+from echoedge.errors import EchoEdgeError  # noqa: E402
+from echoedge.quantdebug.budget import (  # noqa: E402
+    BudgetError, CandidatePoint, emit_mixed, greedy_budget, pareto_front, pareto_plot, search_budget,
+)
+from echoedge.quantdebug.simulate import ef_per_video, load_videos, simulate  # noqa: E402
+
+SPEC = ClipSpec(frames=4, height=16, width=16)
+
+
+class Fragile2D(nn.Module):
+    """conv1 -> ReLU -> conv2 -> ReLU -> conv3 -> pooled EF head; conv2 made fragile below."""
+
+    def __init__(self, k: int = 42) -> None:
+        super().__init__()
+        self.k = k
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 3)
+        self.lm = nn.Linear(16, 2 * k * 2)
+
+    def forward(self, x):
+        b, c, t, h, w = x.shape
+        y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        y = self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(y)))))
+        y = y.mean(dim=(2, 3)).reshape(b, t, 16).mean(dim=1)
+        z = self.head(y)
+        lm = torch.sigmoid(self.lm(y)).reshape(b, 2, self.k, 2)
+        return z[:, 0], z[:, 1], z[:, 2], lm[:, 0], lm[:, 1]
+
+
+def fragile_model() -> nn.Module:
+    torch.manual_seed(0)
+    m = Fragile2D().eval()
+    with torch.no_grad():
+        m.head.weight.mul_(torch.tensor([[12.0], [35.0], [25.0]]))
+        m.head.bias.copy_(torch.tensor([55.0, 90.0, 40.0]))
+        # Dead channel 0 of conv1, huge conv2 weights on it: same float function, coarse int8 conv2.
+        m.conv1.bias[0] = -1e3
+        m.conv2.weight[:, 0] = 150 * m.conv2.weight.abs().max()
+    return m
+
+
+@dataclass
+class FakeCalibration:
+    clips: np.ndarray
+    id: str = "calib-budget-test"
+    manifest: dict = field(default_factory=dict)
+
+
+def _clips(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *SPEC.input_shape(1)[1:])).astype(np.float32)
+
+
+# ------------------------------------------------------------------------- the greedy search
+ERRORS = {(): 1.0, ("a",): 0.5, ("a", "b"): 0.2, ("a", "b", "c"): 0.1}
+
+
+def _scripted():
+    calls = []
+
+    def evaluate(kept):
+        calls.append(tuple(kept))
+        e = ERRORS[tuple(kept)]
+        return e, 2 * e
+    return evaluate, calls
+
+
+def test_search_stops_as_soon_as_the_budget_holds():
+    evaluate, calls = _scripted()
+    kept, steps = greedy_budget(evaluate, ["a", "b", "c"], budget=0.3)
+    assert kept == ["a", "b"]
+    assert calls == [(), ("a",), ("a", "b")]  # "c" is never tried
+    assert [s.mean_abs_def for s in steps] == [1.0, 0.5, 0.2]
+
+
+def test_no_unit_float_when_int8_already_meets_the_budget():
+    evaluate, calls = _scripted()
+    kept, steps = greedy_budget(evaluate, ["a", "b", "c"], budget=1.0)
+    assert kept == [] and calls == [()]
+
+
+def test_search_fails_clearly_when_the_budget_cannot_be_met():
+    evaluate, calls = _scripted()
+    with pytest.raises(BudgetError, match=r"EF budget 0.05 cannot be met.*3 of 3.*0.100"):
+        greedy_budget(evaluate, ["a", "b", "c"], budget=0.05)
+    assert len(calls) == 4
+    evaluate, calls = _scripted()
+    with pytest.raises(BudgetError, match="1 of 3 candidate"):
+        greedy_budget(evaluate, ["a", "b", "c"], budget=0.3, max_float=1)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("nan")])
+def test_budget_must_be_positive(budget):
+    evaluate, _ = _scripted()
+    with pytest.raises(EchoEdgeError, match="positive"):
+        greedy_budget(evaluate, ["a"], budget=budget)
+
+
+# ------------------------------------------------------------------- in the simulation
+@pytest.fixture(scope="module")
+def setup(synth_root):
+    model = fragile_model()
+    videos = load_videos(synth_root, SPEC, "VAL", videos=3, clips_per_video=1)
+    return model, videos, ef_per_video(model, videos)
+
+
+def test_simulated_search_keeps_the_fragile_layer_float(setup):
+    model, videos, ref = setup
+    r = search_budget(model, videos, None, 0.01, ["conv2", "conv3", "lm"], "coreml", "w8",
+                      ef_reference=ref)
+    assert r.steps[0].mean_abs_def > 0.01  # all-W8 misses the budget...
+    assert r.kept_float == ["conv2"] and r.evaluations == 2  # ...keeping conv2 float meets it
+    assert r.mean_abs_def <= 0.01 and r.videos == videos.names
+
+
+def test_search_reuses_an_all_but_sweep_on_the_same_videos(setup):
+    from echoedge.quantdebug.sensitivity import sensitivity_sweep
+
+    model, videos, ref = setup
+    sweep = sensitivity_sweep(model, videos, None, "coreml", "w8", "all-but", ef_reference=ref)
+    r = search_budget(model, videos, None, 0.01, sweep, "coreml", "w8", ef_reference=ref)
+    assert r.kept_float == ["conv2"] and len(r.steps) == 2
+    assert r.evaluations == 0  # both configurations were measured by the sweep
+    assert r.steps[1].mean_abs_def == sweep.units[0].mean_abs_def
+
+
+def test_simulated_search_fails_when_the_candidates_run_out(setup):
+    model, videos, ref = setup
+    with pytest.raises(BudgetError, match="cannot be met"):
+        search_budget(model, videos, None, 0.01, ["conv3", "lm"], "coreml", "w8", ef_reference=ref)
+    with pytest.raises(EchoEdgeError, match="does not quantize: conv9"):
+        search_budget(model, videos, None, 0.01, ["conv9"], "coreml", "w8", ef_reference=ref)
+
+
+# ------------------------------------------------------------------------------ emitting
+@pytest.fixture(scope="module")
+def mixed_pte(tmp_path_factory):
+    model = fragile_model()
+    calib = FakeCalibration(_clips(8, seed=1))
+    out = emit_mixed(model, SPEC, "executorch", ["conv2"], tmp_path_factory.mktemp("mixed") / "et",
+                     calib, "b" * 64, progress=False)
+    return model, calib, out
+
+
+def test_mixed_executorch_artefact_records_and_keeps_the_float_layer(mixed_pte):
+    from echoedge.validate.runner import open_runner
+
+    model, calib, folder = mixed_pte
+    recipe = read_manifest(folder).details["quantization"]["recipe"]
+    assert recipe["kept_float"] == ["conv2"] and read_manifest(folder).precision == "int8"
+    x = _clips(4, seed=9)
+    with open_runner(folder) as r:
+        ef = r(x)[0]
+    def sim_ef(sim):  # the simulated graph is exported at batch 1, like the program
+        with torch.no_grad():
+            return np.concatenate([sim(torch.from_numpy(c[None]))[0].numpy() for c in x])
+
+    ef_keep = sim_ef(simulate(model, "executorch", "int8", calib.clips, keep_float=["conv2"]))
+    ef_all = sim_ef(simulate(model, "executorch", "int8", calib.clips))
+    # The program computes the keep-float configuration: far closer to its simulation than to
+    # the all-int8 one (conv2 in int8 moves EF by a lot on this network).
+    assert np.abs(ef - ef_keep).max() < 0.2 * np.abs(ef - ef_all).max()
+
+
+def test_keep_float_is_checked_before_converting(tmp_path):
+    model = fragile_model()
+    calib = FakeCalibration(_clips(8, seed=1))
+    with pytest.raises(EchoEdgeError, match="does not have: convX"):
+        emit_mixed(model, SPEC, "executorch", ["convX"], tmp_path / "x", calib, "b" * 64, progress=False)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(EchoEdgeError, match="mixed precision applies"):
+        emit_mixed(model, SPEC, "tflite", ["conv2"], tmp_path / "y", calib, "b" * 64, precision="fp32")
+
+
+def test_mixed_core_ml_w8_keeps_the_unit_weights_fp16(tmp_path):
+    """Core ML per-op selection: the kept unit's weight stays an fp16 const, the others int8."""
+    pytest.importorskip("coremltools")
+    from echoedge.validate.coreml_interp import load_mil_program
+
+    out = emit_mixed(fragile_model(), SPEC, "coreml", ["conv2"], tmp_path / "cm", None, "b" * 64,
+                     progress=False)
+    q = read_manifest(out).details["quantization"]
+    assert q["kept_float"] == ["conv2"] and q["kept_float_weights"] == ["conv2.weight"]
+    prog, _ = load_mil_program(out / "model.mlpackage")
+    ops = {op.name: op for op in prog.functions["main"].operations}
+    dequantized = {op.name for op in ops.values() if op.op_type == "constexpr_affine_dequantize"}
+    assert ops["p_conv2_weight_to_fp16"].op_type == "const"  # float, straight into the conv
+    assert any(n.startswith("p_conv3_weight") for n in dequantized)  # the rest is W8
+
+
+@pytest.mark.slow
+def test_tiny_echo_e3net_mixed_tflite_denylists_the_unit(tmp_path):
+    """TFLite: the kept unit's convs are denylisted nodes (float), every other in-scope conv int8."""
+    pytest.importorskip("onnx2tf")
+    from echoedge.model.config import get_config
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.network import build_model
+    from echoedge.quantdebug.simulate import quant_units
+
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    spec = ClipSpec(frames=cfg.frames, height=cfg.height, width=cfg.width)
+    clips = np.random.default_rng(2).standard_normal((4, *spec.input_shape(1)[1:])).astype(np.float32)
+    deploy = to_deploy_form(build_model(cfg).eval(), example=torch.from_numpy(clips[:1]))
+    units = quant_units(deploy, "tflite", "int8")
+    keep = [units[1].name]  # encoder.cnn.0.block.conv1: 3 deploy convs
+    out = emit_mixed(deploy, spec, "tflite", keep, tmp_path / "tfl", FakeCalibration(clips), "c" * 64,
+                     progress=False)
+    scope = read_manifest(out).details["quantization"]["scope"]
+    assert scope["kept_float"] == keep and scope["kept_float_convs"] == len(units[1].layers)
+    # The op check passed (every remaining in-scope conv int8) and the kept convs are float.
+    assert scope["int8_heavy_ops_in_scope"] == sum(len(u.layers) for u in units) - len(units[1].layers)
+    assert sum(scope["float_by_recipe"].values()) >= len(units[1].layers)
+
+
+@pytest.mark.slow
+def test_tiny_echo_e3net_mixed_pte_end_to_end(tmp_path):
+    """The tiny Echo-E3Net deploy form with two of its seven int8 units float: a real .pte that
+    records them, whose quantized-node count in the pre-lowering graph drops accordingly."""
+    from echoedge.convert.executorch import quantizer_for
+    from echoedge.model.config import get_config
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.network import build_model
+    from echoedge.quantdebug.simulate import quant_units
+    from echoedge.validate.runner import open_runner
+
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    ref = build_model(cfg).eval()
+    spec = ClipSpec(frames=cfg.frames, height=cfg.height, width=cfg.width)
+    clips = np.random.default_rng(2).standard_normal((4, *spec.input_shape(1)[1:])).astype(np.float32)
+    deploy = to_deploy_form(ref, example=torch.from_numpy(clips[:1]))
+    units = quant_units(deploy)
+    keep = [units[0].name, units[1].name]  # the stem and the first CNN conv (1 + 3 deploy convs)
+    out = emit_mixed(deploy, spec, "executorch", keep, tmp_path / "et", FakeCalibration(clips), "c" * 64,
+                     progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["details"]["quantization"]["recipe"]["kept_float"] == keep
+    with open_runner(out) as r:
+        ef = r(clips[:2])[0]
+    assert np.all(np.isfinite(ef))
+    # keep_float really reaches the quantizer: per-channel weight dequantizations of the 4 kept
+    # deploy convs are gone from the graph the converter lowers.
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    def weight_dqs(keep_float):
+        ep = torch.export.export(deploy, (torch.from_numpy(clips[:1]),))
+        q, _ = quantizer_for(deploy, keep_float=keep_float)
+        prepared = prepare_pt2e(ep.module(), q)
+        prepared(torch.from_numpy(clips[:1]))
+        g = convert_pt2e(prepared).graph
+        return sum(1 for n in g.nodes if "dequantize_per_channel" in str(n.target))
+
+    assert weight_dqs([]) - weight_dqs(keep) == sum(len(u.layers) for u in units[:2])
+
+
+# ------------------------------------------------------------------------------ Pareto
+def _pt(name, err, lat, size):
+    return CandidatePoint(name, None, "executorch", "int8", [], err, err, lat, size, "x")
+
+
+def test_pareto_front_and_plot(tmp_path):
+    pts = [_pt("fast-bad", 0.5, 10, 1), _pt("slow-good", 0.1, 30, 4), _pt("dominated", 0.6, 40, 5),
+           _pt("mid", 0.2, 20, 2), _pt("no-latency", 0.0, None, 1)]
+    assert {p.name for p in pareto_front(pts)} == {"fast-bad", "slow-good", "mid"}
+    out = pareto_plot(pts, tmp_path / "p.png", budget=0.25)
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,143 @@
+"""Per-format quantization simulations and the units a user keeps float.
+
+Units are checked on the tiny Echo-E3Net deploy form (no quantization run: cheap); the Core ML W8
+weight rounding against coremltools' own linear_symmetric int8 rule; the PT2E simulation's
+keep_float / only on a small 2D network (the quantize/dequantize graph is inspected, not timed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("executorch")
+from torch import nn  # noqa: E402
+
+from echoedge.errors import EchoEdgeError  # noqa: E402
+from echoedge.quantdebug.simulate import (  # noqa: E402
+    fake_quantize_weight, fidelity, quant_units, quantized_layers, simulate, simulated_formats,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from echoedge.model.config import get_config
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.network import build_model
+
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    ref = build_model(cfg).eval()
+    x = torch.randn(1, cfg.channels, cfg.frames, cfg.height, cfg.width)
+    return ref, to_deploy_form(ref, example=x)
+
+
+def test_units_group_the_deploy_convs_of_one_reference_conv3d(tiny):
+    ref, deploy = tiny
+    units = quant_units(deploy, "executorch", "int8")
+    ref_modules = dict(ref.named_modules())
+    # Every unit is a Conv3d of the reference model a user recognises...
+    assert all(isinstance(ref_modules[u.name], nn.Conv3d) for u in units)
+    assert units[0].name == "encoder.stem.0" and "encoder.cnn.0.block.conv1" in [u.name for u in units]
+    # ...and together they hold exactly the convs the int8 recipe quantizes, each once.
+    layers = [p for u in units for p in u.layers]
+    assert sorted(layers) == sorted(quantized_layers(deploy)) and len(set(layers)) == len(layers)
+    conv1 = next(u for u in units if u.name == "encoder.cnn.0.block.conv1")
+    assert len(conv1.layers) == 3 and all(p.startswith(conv1.name + ".") for p in conv1.layers)
+    # 3 taps (full kernel) + 2 + 2 (the two boundary runs' weight slices) = 7/3 of the Conv3d's
+    assert 3 * conv1.params == 7 * ref_modules[conv1.name].weight.numel()
+    # TFLite int8 has the same scope; Core ML W8 reaches beyond it (Linear layers, hybrid stages).
+    assert [u.name for u in quant_units(deploy, "tflite", "int8")] == [u.name for u in units]
+    coreml = [u.name for u in quant_units(deploy, "coreml", "w8")]
+    assert "encoder.hybrid.0.down.0" in coreml and "fa.mlp.0" in coreml
+    assert quant_units(deploy, "executorch", "fp32") == []
+
+
+def test_core_ml_w8_rounding_follows_coremltools():
+    from coremltools.optimize._utils import quantize_weight_by_dtype
+    from coremltools.converters.mil.mil import types
+
+    w = torch.randn(6, 4, 3, 3) * torch.linspace(0.01, 3, 6)[:, None, None, None]
+    got = fake_quantize_weight(w).numpy()
+    w16 = w.numpy().astype(np.float16)
+    q, scale, _ = quantize_weight_by_dtype(w16, axes=(1, 2, 3), dtype=types.int8,
+                                           quantization_mode="LINEAR_SYMMETRIC")
+    want = (q.astype(np.float16) * scale.astype(np.float16)[:, None, None, None]).astype(np.float32)
+    assert np.array_equal(got, want)  # Core ML dequantizes to fp16: q * scale in fp16
+    assert np.abs(q).max() <= 127
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        b, c, t, h, w = x.shape
+        y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+        y = torch.relu(self.conv2(torch.relu(self.conv1(y))))
+        z = self.head(y.mean(dim=(2, 3)).reshape(b, t, 8).mean(dim=1))
+        return z[:, 0], z[:, 1], z[:, 2], z[:, :2], z[:, 1:]
+
+
+def _weight_dqs(gm) -> int:
+    return sum(1 for n in gm.graph.nodes if "dequantize_per_channel" in str(n.target))
+
+
+def test_pt2e_simulation_keep_float_and_only():
+    torch.manual_seed(0)
+    toy = Toy().eval()
+    clips = np.random.default_rng(0).standard_normal((4, 1, 2, 8, 8)).astype(np.float32)
+    assert _weight_dqs(simulate(toy, "executorch", "int8", clips)) == 2
+    assert _weight_dqs(simulate(toy, "executorch", "int8", clips, keep_float=["conv1"])) == 1
+    assert _weight_dqs(simulate(toy, "tflite", "int8", clips, only=["conv2"])) == 1
+    with pytest.raises(EchoEdgeError, match="calibration clips"):
+        simulate(toy, "executorch", "int8", None)
+
+
+def test_core_ml_w8_simulation_copies_and_respects_keep_float():
+    torch.manual_seed(0)
+    toy = Toy().eval()
+    toy.conv2.weight.data.mul_(1.37)  # conv2: 288 weights (> 256), conv1: 36 (below the threshold)
+    before = toy.conv2.weight.detach().clone()
+    assert [u.name for u in quant_units(toy, "coreml", "w8")] == ["conv2"]
+    sim = simulate(toy, "coreml", "w8")
+    assert torch.equal(toy.conv2.weight, before)  # the deploy form is never touched
+    assert not torch.equal(sim.conv2.weight, before) and torch.equal(sim.conv1.weight, toy.conv1.weight)
+    kept = simulate(toy, "coreml", "w8", keep_float=["conv2"])
+    assert torch.equal(kept.conv2.weight, before)
+
+
+def test_float_and_unknown_formats():
+    toy = Toy().eval()
+    assert simulate(toy, "tflite", "fp16") is toy
+    assert ("executorch", "int8") in simulated_formats()
+    assert "exact recipe" in fidelity("executorch", "int8")
+    with pytest.raises(EchoEdgeError, match="no quantization simulation for tflite int8-full"):
+        fidelity("tflite", "int8-full")
+
+
+def test_calibrating_once_gives_the_same_simulation():
+    """observer_stats (whole recipe, once) fills a keep-float configuration's observers exactly as
+    its own calibration would: PT2E observers see float activations."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from echoedge.convert.executorch import quantizer_for
+    from echoedge.quantdebug.simulate import load_observer_stats, observer_stats
+
+    torch.manual_seed(0)
+    toy = Toy().eval()
+    clips = np.random.default_rng(0).standard_normal((4, 1, 2, 8, 8)).astype(np.float32)
+    stats = observer_stats(toy, clips)
+    x = torch.from_numpy(clips[1:2])
+    for keep in ([], ["conv1"], ["conv2"]):
+        with torch.no_grad():
+            own = simulate(toy, "executorch", "int8", clips, keep_float=keep)(x)
+            shared = simulate(toy, "executorch", "int8", clips, keep_float=keep, stats=stats)(x)
+        assert all(torch.equal(a, b) for a, b in zip(own, shared)), keep
+    prepared = prepare_pt2e(torch.export.export(toy, (x,)).module(), quantizer_for(toy)[0])
+    assert load_observer_stats(prepared, stats)  # really filled, not calibrated again
+    assert not load_observer_stats(prepared, {})
