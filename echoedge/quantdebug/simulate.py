@@ -188,7 +188,7 @@ FIDELITY: dict[tuple[str, str], str] = {
         "same calibration clips at batch 1) as PyTorch reference quantize/dequantize; XNNPACK's "
         "integer kernels (requantization rounding, fused activations) are the runtime term"),
     ("tflite", "int8"): (
-        "same scheme, not the same tool: TFLite's selective int8 quantizes the same scope (stem + "
+        "same scheme, not the same tool: TFLite's selective int8 quantizes the same scope (the "
         "CNN convs) with per-channel symmetric weights and per-tensor affine min/max activations, "
         "simulated with the ExecuTorch PT2E recipe; what TFLite quantizes around the convs (which "
         "element-wise ops, where it requantizes), onnx2tf's graph and its calibration statistics "

@@ -283,9 +283,9 @@ def test_default_int8_recipe_quantizes_only_the_echo_e3net_conv_stages():
     cfg = get_config("tiny")
     x = torch.randn(cfg.input_shape(1))
     deploy = to_deploy_form(build_model(cfg).eval(), example=x)
-    assert int8_scope(deploy) == ("encoder.stem", "encoder.cnn")
+    assert int8_scope(deploy) == ("encoder.cnn",)
     quantizer, recipe = quantizer_for(deploy)
-    assert recipe["int8_modules"] == ["encoder.stem", "encoder.cnn"]
+    assert recipe["int8_modules"] == ["encoder.cnn"]
     prepared = prepare_pt2e(torch.export.export(deploy, (x,)).module(), quantizer)
     prepared(x)
     converted = convert_pt2e(prepared)
@@ -295,6 +295,6 @@ def test_default_int8_recipe_quantizes_only_the_echo_e3net_conv_stages():
     for n in quantized_weights:
         for user in n.users:
             paths = [p for p, _ in (user.meta.get("nn_module_stack") or {}).values()]
-            assert any(p.startswith(("encoder.stem", "encoder.cnn")) for p in paths), paths
+            assert any(p.startswith("encoder.cnn") for p in paths), paths
     # A model that is not Echo-E3Net gets every conv quantized (no scope).
     assert int8_scope(torch.nn.Conv2d(1, 1, 1)) is None
