@@ -17,7 +17,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("executorch")
-from torch import nn  # noqa: E402
 
 from echoedge.convert.artefact import read_manifest  # noqa: E402
 from echoedge.data.clipspec import ClipSpec  # noqa: E402
@@ -28,40 +27,6 @@ from echoedge.quantdebug.budget import (  # noqa: E402
 from echoedge.quantdebug.simulate import ef_per_video, load_videos, simulate  # noqa: E402
 
 SPEC = ClipSpec(frames=4, height=16, width=16)
-
-
-class Fragile2D(nn.Module):
-    """conv1 -> ReLU -> conv2 -> ReLU -> conv3 -> pooled EF head; conv2 made fragile below."""
-
-    def __init__(self, k: int = 42) -> None:
-        super().__init__()
-        self.k = k
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
-        self.head = nn.Linear(16, 3)
-        self.lm = nn.Linear(16, 2 * k * 2)
-
-    def forward(self, x):
-        b, c, t, h, w = x.shape
-        y = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
-        y = self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(y)))))
-        y = y.mean(dim=(2, 3)).reshape(b, t, 16).mean(dim=1)
-        z = self.head(y)
-        lm = torch.sigmoid(self.lm(y)).reshape(b, 2, self.k, 2)
-        return z[:, 0], z[:, 1], z[:, 2], lm[:, 0], lm[:, 1]
-
-
-def fragile_model() -> nn.Module:
-    torch.manual_seed(0)
-    m = Fragile2D().eval()
-    with torch.no_grad():
-        m.head.weight.mul_(torch.tensor([[12.0], [35.0], [25.0]]))
-        m.head.bias.copy_(torch.tensor([55.0, 90.0, 40.0]))
-        # Dead channel 0 of conv1, huge conv2 weights on it: same float function, coarse int8 conv2.
-        m.conv1.bias[0] = -1e3
-        m.conv2.weight[:, 0] = 150 * m.conv2.weight.abs().max()
-    return m
 
 
 @dataclass
@@ -123,7 +88,7 @@ def test_budget_must_be_positive(budget):
 
 # ------------------------------------------------------------------- in the simulation
 @pytest.fixture(scope="module")
-def setup(synth_root):
+def setup(synth_root, fragile_model):
     model = fragile_model()
     videos = load_videos(synth_root, SPEC, "VAL", videos=3, clips_per_video=1)
     return model, videos, ef_per_video(model, videos)
@@ -159,7 +124,7 @@ def test_simulated_search_fails_when_the_candidates_run_out(setup):
 
 # ------------------------------------------------------------------------------ emitting
 @pytest.fixture(scope="module")
-def mixed_pte(tmp_path_factory):
+def mixed_pte(tmp_path_factory, fragile_model):
     model = fragile_model()
     calib = FakeCalibration(_clips(8, seed=1))
     out = emit_mixed(model, SPEC, "executorch", ["conv2"], tmp_path_factory.mktemp("mixed") / "et",
@@ -187,7 +152,7 @@ def test_mixed_executorch_artefact_records_and_keeps_the_float_layer(mixed_pte):
     assert np.abs(ef - ef_keep).max() < 0.2 * np.abs(ef - ef_all).max()
 
 
-def test_keep_float_is_checked_before_converting(tmp_path):
+def test_keep_float_is_checked_before_converting(tmp_path, fragile_model):
     model = fragile_model()
     calib = FakeCalibration(_clips(8, seed=1))
     with pytest.raises(EchoEdgeError, match="does not have: convX"):
@@ -197,7 +162,7 @@ def test_keep_float_is_checked_before_converting(tmp_path):
         emit_mixed(model, SPEC, "tflite", ["conv2"], tmp_path / "y", calib, "b" * 64, precision="fp32")
 
 
-def test_mixed_core_ml_w8_keeps_the_unit_weights_fp16(tmp_path):
+def test_mixed_core_ml_w8_keeps_the_unit_weights_fp16(tmp_path, fragile_model):
     """Core ML per-op selection: the kept unit's weight stays an fp16 const, the others int8."""
     pytest.importorskip("coremltools")
     from echoedge.validate.coreml_interp import load_mil_program
@@ -228,7 +193,7 @@ def test_tiny_echo_e3net_mixed_tflite_denylists_the_unit(tmp_path):
     clips = np.random.default_rng(2).standard_normal((4, *spec.input_shape(1)[1:])).astype(np.float32)
     deploy = to_deploy_form(build_model(cfg).eval(), example=torch.from_numpy(clips[:1]))
     units = quant_units(deploy, "tflite", "int8")
-    keep = [units[1].name]  # encoder.cnn.0.block.conv1: 3 deploy convs
+    keep = [units[1].name]  # a CNN conv of the tiny config (several deploy convs)
     out = emit_mixed(deploy, spec, "tflite", keep, tmp_path / "tfl", FakeCalibration(clips), "c" * 64,
                      progress=False)
     scope = read_manifest(out).details["quantization"]["scope"]
