@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from echoedge.errors import EchoEdgeError
 
 MANIFEST_NAME = "manifest.json"
@@ -300,3 +302,21 @@ def find_artefacts(root: str | Path) -> list[Path]:
                 found.append(Path(dirpath))
             dirnames[:] = []  # an artefact does not nest artefacts
     return sorted(found)
+
+
+def check_clips(clips: Any, clip_shape: tuple[int, ...], what: str) -> np.ndarray:
+    """Clips a converter takes (calibration set, golden inputs): float32 (N, C, T, H, W), N >= 1."""
+    arr = np.asarray(clips)
+    if arr.ndim != 5 or tuple(arr.shape[1:]) != tuple(clip_shape[1:]) or len(arr) == 0:
+        raise EchoEdgeError(f"{what}: expected clips of shape (N, {', '.join(map(str, clip_shape[1:]))}) "
+                            f"with N >= 1, got {arr.shape}")
+    if arr.dtype != np.float32:
+        raise EchoEdgeError(f"{what}: expected float32 clips, got {arr.dtype}")
+    return arr
+
+
+def output_errors(out: np.ndarray, ref: np.ndarray, scale_floor: float = 1e-12) -> dict[str, float]:
+    """Max abs and max relative error of a converted output (relative to max(|ref|, scale_floor))."""
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    scale = max(float(np.abs(ref).max()), scale_floor)
+    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}

@@ -44,7 +44,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    OUTPUT_NAMES, INPUT_NAME, ArtefactManifest, echo_tensor_specs, tool_versions, write_artefact,
+    OUTPUT_NAMES, INPUT_NAME, ArtefactManifest, check_clips, echo_tensor_specs, output_errors,
+    tool_versions, write_artefact,
 )
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
@@ -82,8 +83,6 @@ def export_coreml(
     and ignored otherwise. `golden_inputs` (float32 (G, C, T, H, W)) are the clips the written
     program is checked on; without them the first calibration clips, or seeded random clips.
     """
-    from echoedge.convert.executorch import _check_clips
-
     out_dir = Path(out_dir)
     if precision not in PRECISIONS:
         raise EchoEdgeError(f"Core ML precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -97,11 +96,11 @@ def export_coreml(
     clip_shape = tuple(spec.input_shape(1))
     clips = None
     if precision == "w8a8":
-        clips = _check_clips(calibration.clips, clip_shape, "calibration set")
+        clips = check_clips(calibration.clips, clip_shape, "calibration set")
     if golden_inputs is not None:
-        golden = _check_clips(golden_inputs, clip_shape, "golden inputs")
+        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
     elif calibration is not None:
-        golden = _check_clips(calibration.clips, clip_shape, "calibration set")[:GOLDEN_CASES]
+        golden = check_clips(calibration.clips, clip_shape, "calibration set")[:GOLDEN_CASES]
     else:
         golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
 
@@ -414,7 +413,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     outs = [np.concatenate([o[n] for o in outs_by_name]) for n in interp.output_names]
     with torch.inference_mode():
         ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
-    vs_eager = {name: _errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
+    vs_eager = {name: output_errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
     timings["interpreter_check"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
@@ -515,12 +514,6 @@ def _quant_details(precision: str, calib: dict[str, Any] | None, act: dict[str, 
     d["calibration"] = calib
     d["io"] = "float32 (quantize/dequantize inside the program)"
     return d
-
-
-def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-    scale = max(float(np.abs(ref).max()), 1e-12)
-    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}
 
 
 def op_table(hist: dict[str, int]) -> str:

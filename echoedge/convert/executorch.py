@@ -26,7 +26,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    OUTPUT_NAMES, ArtefactManifest, echo_tensor_specs, tool_versions, write_artefact,
+    OUTPUT_NAMES, ArtefactManifest, check_clips, echo_tensor_specs, output_errors, tool_versions,
+    write_artefact,
 )
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
@@ -98,9 +99,9 @@ def export_executorch(
             raise EchoEdgeError(f"{out_dir}: keep_float names modules the model does not have: "
                                 f"{', '.join(unknown)}")
     clip_shape = tuple(spec.input_shape(1))
-    clips = _check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
+    clips = check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
     if golden_inputs is not None:
-        golden = _check_clips(golden_inputs, clip_shape, "golden inputs")
+        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
     elif clips is not None:
         golden = clips[:GOLDEN_CASES]
     else:
@@ -112,16 +113,6 @@ def export_executorch(
                       source_checkpoint_sha256, progress, keep_float)
 
     return write_artefact(out_dir, build, overwrite=overwrite)
-
-
-def _check_clips(clips: Any, clip_shape: tuple[int, ...], what: str) -> np.ndarray:
-    arr = np.asarray(clips)
-    if arr.ndim != 5 or tuple(arr.shape[1:]) != clip_shape[1:] or len(arr) == 0:
-        raise EchoEdgeError(f"{what}: expected clips of shape (N, {', '.join(map(str, clip_shape[1:]))}) "
-                            f"with N >= 1, got {arr.shape}")
-    if arr.dtype != np.float32:
-        raise EchoEdgeError(f"{what}: expected float32 clips, got {arr.dtype}")
-    return arr
 
 
 def _refuse_3d_ops(model: Any) -> None:
@@ -171,7 +162,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                             f"({first_line(e)}); no artefact written") from None
     with torch.inference_mode():
         ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
-    vs_eager = {name: _errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
+    vs_eager = {name: output_errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
     timings["run_check"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -339,12 +330,6 @@ def run_program(path: Path, clips: np.ndarray, quantized: bool) -> list[np.ndarr
     method = Runtime.get().load_program(path).load_method("forward")
     per_clip = [method.execute([torch.from_numpy(np.ascontiguousarray(c[None]))]) for c in clips]
     return [np.concatenate([o[k].numpy() for o in per_clip]) for k in range(len(per_clip[0]))]
-
-
-def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-    scale = max(float(np.abs(ref).max()), 1e-12)
-    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}
 
 
 def _quant_details(model: Any, precision: str, calib: dict[str, Any] | None,

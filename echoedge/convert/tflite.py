@@ -49,7 +49,8 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, tool_versions, write_artefact,
+    INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, check_clips, output_errors, tool_versions,
+    write_artefact,
 )
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
@@ -119,9 +120,9 @@ def export_tflite(
         float_weights = _keep_float_weights(model, keep_float, precision, out_dir)
     _require_toolchain()
     clip_shape = tuple(spec.input_shape(1))
-    clips = _check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
+    clips = check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
     if golden_inputs is not None:
-        golden = _check_clips(golden_inputs, clip_shape, "golden inputs")
+        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
     elif clips is not None:
         golden = clips[:GOLDEN_CASES]
     else:
@@ -163,16 +164,6 @@ def _require_toolchain() -> None:
     if missing:
         raise EchoEdgeError("the TFLite toolchain is not installed (missing: " + ", ".join(missing)
                             + "); install the pinned versions from requirements.txt")
-
-
-def _check_clips(clips: Any, clip_shape: tuple[int, ...], what: str) -> np.ndarray:
-    arr = np.asarray(clips)
-    if arr.ndim != 5 or tuple(arr.shape[1:]) != clip_shape[1:] or len(arr) == 0:
-        raise EchoEdgeError(f"{what}: expected clips of shape (N, {', '.join(map(str, clip_shape[1:]))}) "
-                            f"with N >= 1, got {arr.shape}")
-    if arr.dtype != np.float32:
-        raise EchoEdgeError(f"{what}: expected float32 clips, got {arr.dtype}")
-    return arr
 
 
 def _refuse_3d_ops(model: Any) -> None:
@@ -751,7 +742,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                             f"({first_line(e)}); no artefact written") from None
     with torch.inference_mode():
         ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
-    vs_eager = {name: _errors(o, r) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
+    vs_eager = {name: output_errors(o, r, scale_floor=1.0) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
     if precision == "fp32":
         bad = {k: v["max_rel"] for k, v in vs_eager.items() if not v["max_rel"] <= FP32_RTOL}
         if bad:
@@ -819,12 +810,6 @@ def _saved_model_layout(saved: Path, clip_shape: Sequence[int]) -> str:
     if len(specs) != 1:
         raise EchoEdgeError(f"{saved}: SavedModel has {len(specs)} inputs, expected 1")
     return input_layout(specs[0].shape.as_list(), clip_shape)
-
-
-def _errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-    scale = max(float(np.abs(ref).max()), 1.0)
-    return {"max_abs": float(diff.max()), "max_rel": float(diff.max() / scale)}
 
 
 def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8ScopePlan | None = None,
