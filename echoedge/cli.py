@@ -500,6 +500,9 @@ def _add_debug_quant(sub: argparse._SubParsersAction) -> None:
                    help="sensitivity: keep one layer float (all-but, default) or quantize only it (only)")
     p.add_argument("--units", default=None, help="comma list of layers to sweep (default: all the recipe quantizes)")
     p.add_argument("--max-float", type=int, default=None, help="at most this many layers float in the budget search")
+    p.add_argument("--keep-float", default=None, metavar="UNITS",
+                   help="comma list of layers: skip the search and emit exactly this mix (checked against "
+                        "--budget in simulation, then measured); no sensitivity sweep needed")
     p.add_argument("--no-emit", action="store_true", help="search the budget in simulation only; emit nothing")
     p.add_argument("--strategies", default="random,ef-stratified,phase-aware",
                    help="calibration strategies to compare (default all three)")
@@ -524,6 +527,8 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
         calibration_clips=args.calibration_clips, budget=args.budget, mode=args.mode,
         units=tuple(u.strip() for u in args.units.split(",") if u.strip()) if args.units else None,
         max_float=args.max_float, emit=not args.no_emit,
+        keep_float=tuple(u.strip() for u in args.keep_float.split(",") if u.strip())
+        if args.keep_float is not None else None,
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
         sizes=parse_sizes(args.sizes), draws=args.draws, calibration_split=args.calibration_split,
         threads=args.threads, latency_runs=args.runs, seed=args.seed, cache_dir=args.cache_dir,
@@ -533,6 +538,9 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
     for b in res.data.get("budget") or []:
         if not b["met"]:
             print(f"budget {b['budget']:g} not met for {b['format']} {b['precision']}: {b['reason']}")
+    for g in res.data.get("goal") or []:
+        print(f"goal ({g['budget']:g} EF points, {g['speedup_goal']:g}x eager) {g['format']}: {g['status']}"
+              + (f" by {g['candidate']}" if g["status"] == "met" else f" ({g['reason']})"))
     print("wrote " + ", ".join(str(p) for p in res.files.values()))
     return res.exit_code
 

@@ -101,19 +101,9 @@ def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: fl
     """Greedy mixed precision in the simulation: keep units float in `ranking` order until the
     simulated mean |dEF| on `videos` is <= `budget`. `ranking` is a list of unit names or a
     `sensitivity.SensitivityResult` (its ranking). Raises BudgetError when it cannot be met."""
-    from echoedge.quantdebug.sensitivity import evaluate_config, shared_stats
-    from echoedge.quantdebug.simulate import ef_per_video, quant_units
-
     t_all = time.perf_counter()
     names = list(ranking.ranking() if hasattr(ranking, "ranking") else ranking)
-    known = {u.name for u in quant_units(deploy, fmt, precision)}
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise EchoEdgeError(f"ranking names units the {fmt} {precision} recipe does not quantize: "
-                            f"{', '.join(bad)}")
-    if ef_reference is None:
-        ef_reference = ef_per_video(deploy.eval(), videos, progress=progress, description="EF fp32 reference")
-    ref = np.asarray(ef_reference, dtype=np.float64)
+    ref = _checked(deploy, videos, names, fmt, precision, ef_reference, progress, "ranking")
 
     # An "all-but" sweep on the same videos already evaluated the first two configurations
     # (nothing float; the top unit alone float): reuse them instead of re-simulating.
@@ -125,7 +115,59 @@ def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: fl
         for u in ranking.units:
             known[(u.unit,)] = (u.mean_abs_def, u.max_abs_def)
 
-    stats: list[Any] = []  # calibrated once, on first need
+    evaluate = _evaluator(deploy, videos, clips, fmt, precision, ref, progress, known)
+    kept, steps = greedy_budget(evaluate, names, budget, max_float, log)
+    fresh = sum(1 for st in steps if tuple(st.kept_float) not in known)
+    return BudgetResult(float(budget), fmt, precision, kept, steps[-1].mean_abs_def, steps, fresh,
+                        round(time.perf_counter() - t_all, 2), videos.split, videos.names)
+
+
+def evaluate_mix(deploy: Any, videos: Any, clips: np.ndarray | None, budget: float,
+                 keep_float: Sequence[str], fmt: str = "executorch", precision: str = "int8",
+                 ef_reference: np.ndarray | None = None, progress: bool = False,
+                 log: Callable[[str], None] = lambda s: None) -> BudgetResult:
+    """A hand-picked mix, no search: the simulated mean |dEF| with exactly `keep_float` float.
+
+    For a user who already knows which layers to keep float (from a sweep, or from experience);
+    raises BudgetError when the mix misses `budget`, like the search.
+    """
+    if not (budget > 0 and np.isfinite(budget)):
+        raise EchoEdgeError(f"the EF budget must be a positive number of EF points, got {budget}")
+    t0 = time.perf_counter()
+    kept = list(dict.fromkeys(keep_float))
+    ref = _checked(deploy, videos, kept, fmt, precision, ef_reference, progress, "--keep-float")
+    mean, mx = _evaluator(deploy, videos, clips, fmt, precision, ref, progress, {})(kept)
+    log(f"budget: {len(kept)} chosen unit(s) float -> mean |dEF| {mean:.3f} (budget {budget:g})")
+    if mean > budget:
+        raise BudgetError(f"EF budget {budget:g} is not met by the chosen mix: with {', '.join(kept) or 'nothing'} "
+                          f"float the simulated mean |dEF| is {mean:.3f}")
+    wall = round(time.perf_counter() - t0, 2)
+    return BudgetResult(float(budget), fmt, precision, kept, float(mean),
+                        [BudgetStep(kept, float(mean), float(mx), wall)], 1, wall, videos.split, videos.names)
+
+
+def _checked(deploy: Any, videos: Any, names: Sequence[str], fmt: str, precision: str,
+             ef_reference: np.ndarray | None, progress: bool, what: str) -> np.ndarray:
+    """Unknown unit names fail clearly; the fp32 reference EF (computed when not given)."""
+    from echoedge.quantdebug.simulate import ef_per_video, quant_units
+
+    known = {u.name for u in quant_units(deploy, fmt, precision)}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise EchoEdgeError(f"{what} names units the {fmt} {precision} recipe does not quantize: "
+                            f"{', '.join(bad)} (units: {', '.join(sorted(known))})")
+    if ef_reference is None:
+        ef_reference = ef_per_video(deploy.eval(), videos, progress=progress, description="EF fp32 reference")
+    return np.asarray(ef_reference, dtype=np.float64)
+
+
+def _evaluator(deploy: Any, videos: Any, clips: np.ndarray | None, fmt: str, precision: str,
+               ref: np.ndarray, progress: bool,
+               known: dict[tuple[str, ...], tuple[float, float]]) -> Callable[[list[str]], tuple[float, float]]:
+    """evaluate(kept_float) -> (mean, max |dEF|) in the simulation; calibrates once, on first need."""
+    from echoedge.quantdebug.sensitivity import evaluate_config, shared_stats
+
+    stats: list[Any] = []
 
     def evaluate(kept: list[str]) -> tuple[float, float]:
         if tuple(kept) in known:
@@ -136,10 +178,7 @@ def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: fl
                                       progress=progress, stats=stats[0])
         return mean, mx
 
-    kept, steps = greedy_budget(evaluate, names, budget, max_float, log)
-    fresh = sum(1 for st in steps if tuple(st.kept_float) not in known)
-    return BudgetResult(float(budget), fmt, precision, kept, steps[-1].mean_abs_def, steps, fresh,
-                        round(time.perf_counter() - t_all, 2), videos.split, videos.names)
+    return evaluate
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,39 +228,82 @@ class CandidatePoint:
         return asdict(self)
 
 
+def measure_candidates(folders: Sequence[str | Path], videos: Any, ef_reference: np.ndarray,
+                       reference: Any | None = None, threads: int = 2, latency_runs: int = 20,
+                       warmup: int = 3, latency_clip: np.ndarray | None = None,
+                       simulated: dict[str, float | None] | None = None,
+                       reference_name: str = "eager fp32", progress: bool = False) -> list[CandidatePoint]:
+    """Every artefact run for real: mean |dEF| on `videos` vs `ef_reference`, then p50 latency of all
+    of them side by side (`latency.round_robin`), file size.
+
+    With `reference` (the fp32 torch model) its eager point comes first and is timed in the same
+    round robin: the speed-ups are then ratios from one run, which a shared machine's load
+    bursts cannot skew for one candidate alone. Runtimes that are not the device's (Core ML's
+    reference interpreter) get no latency. `simulated` maps a folder name to its simulated |dEF|.
+    """
+    from echoedge.convert.artefact import model_bytes, read_manifest
+    from echoedge.quantdebug.simulate import ef_per_video
+    from echoedge.validate.latency import round_robin
+    from echoedge.validate.runner import EagerRunner, open_runner
+
+    simulated = simulated or {}
+    points: list[CandidatePoint] = []
+    timed: dict[str, Any] = {}
+    shape: tuple[int, ...] | None = None
+    try:
+        if reference is not None:
+            ref = EagerRunner(reference, threads=threads, name=reference_name)
+            timed[reference_name] = ref
+            shape = ref.clip_shape
+            size = int(sum(p.numel() * p.element_size() for p in reference.parameters()))
+            points.append(CandidatePoint(reference_name, None, "pytorch", "fp32", [], 0.0, 0.0, None, size,
+                                         "pytorch-eager"))
+        for folder in map(Path, folders):
+            manifest = read_manifest(folder)
+            recipe = (manifest.details.get("quantization") or {})
+            kept = list((recipe.get("recipe") or {}).get("kept_float") or recipe.get("kept_float") or [])
+            runner = open_runner(folder, threads=threads)
+            try:
+                ef = ef_per_video(runner, videos, progress=progress, description=f"EF {folder.name}")
+            except BaseException:
+                runner.close()
+                raise
+            if getattr(runner, "measures_latency", True):
+                timed[folder.name] = runner
+                shape = shape or tuple(runner.clip_shape)
+            else:
+                runner.close()
+            d = np.abs(ef - np.asarray(ef_reference, dtype=np.float64))
+            points.append(CandidatePoint(folder.name, str(folder), manifest.format, manifest.precision, kept,
+                                         float(d.mean()), float(d.max()), None,
+                                         int(model_bytes(folder / manifest.model_file)), runner.runtime,
+                                         simulated.get(folder.name)))
+        if timed:
+            clip = latency_clip if latency_clip is not None else np.zeros((1, *shape), dtype=np.float32)
+            lat = round_robin(timed, clip, runs=latency_runs, warmup=warmup, threads=threads)
+            for p in points:
+                if p.name in lat:
+                    p.latency_ms = lat[p.name].p50_ms
+    finally:
+        for r in timed.values():
+            r.close()
+    return points
+
+
 def measure_candidate(folder: str | Path, videos: Any, ef_reference: np.ndarray, threads: int = 2,
                       latency_runs: int = 20, warmup: int = 3, latency_clip: np.ndarray | None = None,
                       simulated_abs_def: float | None = None, progress: bool = False) -> CandidatePoint:
-    """Run one artefact: real mean |dEF| on `videos` vs `ef_reference`, p50 latency, file size."""
-    from echoedge.convert.artefact import model_bytes, read_manifest
-    from echoedge.quantdebug.simulate import ef_per_video
-    from echoedge.validate.latency import measure_latency
-    from echoedge.validate.runner import open_runner
-
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    recipe = (manifest.details.get("quantization") or {})
-    kept = list((recipe.get("recipe") or {}).get("kept_float") or recipe.get("kept_float") or [])
-    runner = open_runner(folder, threads=threads)
-    try:
-        ef = ef_per_video(runner, videos, progress=progress, description=f"EF {folder.name}")
-        lat = None
-        if getattr(runner, "measures_latency", True):
-            clip = latency_clip if latency_clip is not None else np.zeros(
-                (1, *runner.clip_shape), dtype=np.float32)
-            lat = measure_latency(runner, clip, runs=latency_runs, warmup=warmup, threads=threads).p50_ms
-    finally:
-        runner.close()
-    d = np.abs(ef - np.asarray(ef_reference, dtype=np.float64))
-    return CandidatePoint(folder.name, str(folder), manifest.format, manifest.precision, kept,
-                          float(d.mean()), float(d.max()), lat,
-                          int(model_bytes(folder / manifest.model_file)), runner.runtime, simulated_abs_def)
+    """One artefact alone (`measure_candidates` without a reference)."""
+    return measure_candidates([folder], videos, ef_reference, threads=threads, latency_runs=latency_runs,
+                              warmup=warmup, latency_clip=latency_clip,
+                              simulated={Path(folder).name: simulated_abs_def}, progress=progress)[0]
 
 
 def reference_point(deploy_or_model: Any, clip_shape: Sequence[int], threads: int = 2,
                     latency_runs: int = 20, warmup: int = 3, latency_clip: np.ndarray | None = None,
                     name: str = "eager fp32") -> CandidatePoint:
-    """The eager fp32 baseline the speed-up is quoted against (|dEF| 0 by definition)."""
+    """The eager fp32 baseline alone (|dEF| 0 by definition); `measure_candidates` times it beside
+    the artefacts, which is what speed-ups should come from."""
     from echoedge.validate.latency import measure_latency
     from echoedge.validate.runner import EagerRunner
 
@@ -297,6 +379,6 @@ def candidates_table(points: Sequence[CandidatePoint]) -> str:
 
 
 __all__: Sequence[str] = ("BudgetError", "BudgetResult", "BudgetStep", "CandidatePoint",
-                          "MIXED_PRECISION", "candidates_table", "emit_mixed", "greedy_budget",
-                          "measure_candidate", "pareto_front", "pareto_plot", "reference_point",
+                          "MIXED_PRECISION", "candidates_table", "emit_mixed", "evaluate_mix", "greedy_budget",
+                          "measure_candidate", "measure_candidates", "pareto_front", "pareto_plot", "reference_point",
                           "search_budget")

@@ -12,9 +12,15 @@ against the fp32 deploy form on the same clips, four parts, each selectable (`pa
                  |dEF| <= budget, the mixed artefact emitted with the backend's own mechanism
                  into OUT/artefacts/, then every candidate measured for real (EF, latency,
                  size) with the eager fp32 model as the speed baseline; Pareto front (`budget`).
-                 Needs the sensitivity ranking, so it runs the sweep even when not listed.
+                 Needs the sensitivity ranking, so it runs the sweep even when not listed, unless
+                 `keep_float` names the mix (no search). All candidates and the eager model are
+                 timed side by side; per format a verdict on the goal (`goal`).
     calibration  K disjoint calibration draws x sizes x strategies: spread, size curve, low-EF
                  hearts apart, recommended N (`stability`; needs no artefact)
+
+An earlier debug_quant.json in OUT (same checkpoint) keeps the parts this run does not redo: the
+sweeps take tens of minutes on a CPU, and re-running the budget should not discard a calibration
+curve.
 
 Writes OUT/debug_quant.json (schema `echo-edge/debug-quant`, every number), OUT/debug_quant.md,
 PNG plots, and OUT/artefacts/<format>-<precision>-mixed/. With `report`, the section is also
@@ -46,6 +52,10 @@ JSON_FILE = "debug_quant.json"
 MD_FILE = "debug_quant.md"
 PARTS = ("attribution", "sensitivity", "budget", "calibration")
 REPORT_KEY = "debug_quant"
+# What each part writes into debug_quant.json, and the figure names it owns (by prefix).
+PART_KEYS = {"attribution": ("attribution", "attribution_skipped"), "sensitivity": ("sensitivity",),
+             "budget": ("budget", "candidates", "goal"), "calibration": ("calibration",)}
+PART_FIGURES = {"sensitivity": "sensitivity_", "budget": "pareto", "calibration": "calibration_size"}
 MIXED_DIR = "artefacts"
 # Issue 9's goal: an int8-or-mixed artefact at least this much faster than eager fp32.
 SPEEDUP_GOAL = 2.5
@@ -62,6 +72,7 @@ class DebugQuantOptions:
     mode: str = "all-but"  # sensitivity: keep one unit float ("all-but") or only it int8 ("only")
     units: tuple[str, ...] | None = None  # restrict the sweep to these units
     max_float: int | None = None  # at most this many units float in the budget search
+    keep_float: tuple[str, ...] | None = None  # a hand-picked mix instead of the search (no sweep needed)
     emit: bool = True  # emit and measure the mixed artefacts
     strategies: tuple[str, ...] = ("random", "ef-stratified", "phase-aware")
     sizes: tuple[int, ...] = (8, 16, 32)
@@ -198,12 +209,15 @@ def debug_quant(
         if m.source_checkpoint_sha256 and m.source_checkpoint_sha256 != ck.sha256:
             raise EchoEdgeError(f"{f}: built from checkpoint sha256 {m.source_checkpoint_sha256[:12]}, not "
                                 f"{Path(checkpoint)} ({ck.sha256[:12]}); pass the checkpoint it was converted from")
+    previous = _previous(out, ck.sha256, log)
     torch.manual_seed(opt.seed)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     deploy = to_deploy_form(ck.model.eval(), example=torch.zeros(ck.spec.input_shape(1))).eval()
+    if opt.keep_float is not None and "budget" in parts:
+        _check_keep_float(deploy, opt.keep_float, manifests.values())
     videos = load_videos(data, ck.spec, opt.split.upper(), opt.videos, opt.clips_per_video, opt.cache_dir)
     log(f"debug-quant: fp32 deploy form on {len(videos.records)} {videos.split} videos x "
         f"{opt.clips_per_video} clip(s)")
@@ -222,7 +236,7 @@ def debug_quant(
                      if k not in ("cache_dir", "progress")},
         "artefacts": [str(f) for f in folders],
         "attribution": None, "attribution_skipped": {}, "sensitivity": None, "budget": None,
-        "candidates": None, "calibration": None, "figures": {}, "notes": [], "timings_s": timings,
+        "candidates": None, "goal": None, "calibration": None, "figures": {}, "notes": [], "timings_s": timings,
     }
     search = [Path(a) for a in artefacts]
 
@@ -232,7 +246,7 @@ def debug_quant(
         timings["attribution"] = round(time.perf_counter() - t0, 2)
 
     sweeps: dict[str, Any] = {}
-    if "sensitivity" in parts or "budget" in parts:
+    if "sensitivity" in parts or ("budget" in parts and opt.keep_float is None):
         t0 = time.perf_counter()
         sweeps = _sensitivity(folders, manifests, ctx, search, opt, out, dq, log)
         timings["sensitivity"] = round(time.perf_counter() - t0, 2)
@@ -246,6 +260,9 @@ def debug_quant(
         t0 = time.perf_counter()
         _calibration(deploy, data, ck.spec, ctx, opt, out, dq, log)
         timings["calibration"] = round(time.perf_counter() - t0, 2)
+
+    if previous is not None:
+        _carry_over(previous, dq, parts, log)
 
     files = {"json": _write_json(dq, out / JSON_FILE)}
     from echoedge.validate.report_md import render_debug_quant
@@ -332,21 +349,19 @@ def _budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: d
             search: list[Path], ck: Any, opt: DebugQuantOptions, out: Path, dq: dict[str, Any],
             log: Callable[[str], None]) -> None:
     from echoedge.quantdebug.budget import (
-        MIXED_PRECISION, BudgetError, emit_mixed, measure_candidate, pareto_front, pareto_plot,
-        reference_point, search_budget,
+        MIXED_PRECISION, BudgetError, emit_mixed, evaluate_mix, measure_candidates, pareto_front,
+        pareto_plot, search_budget,
     )
 
     rows: list[dict[str, Any]] = []
     searches: dict[str, Any] = {}  # family -> BudgetResult (TFLite reuses ExecuTorch's search)
-    candidates: list[Any] = []
-    latency_clip = _latency_clip(ctx.videos)
-    measured: set[Path] = set()
+    mixed: dict[str, tuple[Path, float]] = {}  # emitted folder name -> (folder, simulated |dEF|)
     for f in folders:
         m = manifests[f]
         if MIXED_PRECISION.get(m.format) != m.precision:
             continue
         fam = _family(m.format, m.precision)
-        if fam not in sweeps:
+        if fam is None or (opt.keep_float is None and fam not in sweeps):
             continue
         cs, clips = _calibration_clips(f, m, search, opt.calibration_clips)
         row: dict[str, Any] = {"format": m.format, "precision": m.precision, "family": fam,
@@ -354,7 +369,13 @@ def _budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: d
                                "kept_float": None, "simulated": None, "search": None, "mixed": None}
         t0 = time.perf_counter()
         try:
-            if fam not in searches:
+            if fam not in searches and opt.keep_float is not None:
+                log(f"budget: {fam}, the chosen mix ({', '.join(opt.keep_float)} float), mean |dEF| <= "
+                    f"{opt.budget:g} (simulated)")
+                searches[fam] = evaluate_mix(ctx.deploy, ctx.videos, clips, opt.budget, opt.keep_float,
+                                             m.format, m.precision, ef_reference=ctx.ef_reference,
+                                             progress=opt.progress, log=log)
+            elif fam not in searches:
                 log(f"budget: {fam}, mean |dEF| <= {opt.budget:g} (simulated)")
                 searches[fam] = search_budget(ctx.deploy, ctx.videos, clips, opt.budget, sweeps[fam],
                                               m.format, m.precision, ef_reference=ctx.ef_reference,
@@ -375,31 +396,28 @@ def _budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: d
             log(f"budget: emitting {target} ({len(res.kept_float)} unit(s) float)")
             path = emit_mixed(ctx.deploy, ck.spec, m.format, res.kept_float, target, cs, ck.sha256,
                               m.precision, progress=opt.progress, overwrite=True)
-            cand = measure_candidate(path, ctx.videos, ctx.ef_reference, threads=opt.threads,
-                                     latency_runs=opt.latency_runs, warmup=opt.warmup,
-                                     latency_clip=latency_clip, simulated_abs_def=res.mean_abs_def)
-            candidates.append(cand)
-            measured.add(Path(path))
-            row["mixed"] = cand.to_dict()
+            mixed[Path(path).name] = (Path(path), res.mean_abs_def)
+            row["mixed"] = {"name": Path(path).name}
         elif not res.kept_float:
             dq["notes"].append(f"{m.format} {m.precision}: the pure recipe already meets the budget "
                                "in simulation; no mixed artefact needed")
         row["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
     if opt.emit and rows:
-        # Every given artefact of a budgeted format is a candidate too: the trade-off is against them.
+        # Every given artefact of a budgeted format is a candidate too: the trade-off is against
+        # them. All are timed side by side with the eager reference (one round robin).
         fmts = {r["format"] for r in rows}
-        for f in folders:
-            if manifests[f].format in fmts and f not in measured:
-                log(f"budget: measuring {f.name}")
-                sim = _simulated_for(f, dq)
-                candidates.append(measure_candidate(f, ctx.videos, ctx.ef_reference, threads=opt.threads,
-                                                    latency_runs=opt.latency_runs, warmup=opt.warmup,
-                                                    latency_clip=latency_clip, simulated_abs_def=sim))
-        ref = reference_point(ck.model, ck.spec.input_shape(1)[1:], threads=opt.threads,
-                              latency_runs=opt.latency_runs, warmup=opt.warmup, latency_clip=latency_clip,
-                              name="eager fp32 (reference)")
-        candidates.insert(0, ref)
+        given = [f for f in folders if manifests[f].format in fmts]
+        log(f"budget: measuring {len(given) + len(mixed)} candidates and eager fp32 "
+            f"({opt.latency_runs} timed calls each, side by side)")
+        sims = {f.name: _simulated_for(f, dq) for f in given}
+        sims.update({name: sim for name, (_, sim) in mixed.items()})
+        candidates = measure_candidates(given + [f for f, _ in mixed.values()], ctx.videos, ctx.ef_reference,
+                                        reference=ck.model, threads=opt.threads,
+                                        latency_runs=opt.latency_runs, warmup=opt.warmup,
+                                        latency_clip=_latency_clip(ctx.videos), simulated=sims,
+                                        reference_name="eager fp32 (reference)", progress=opt.progress)
+        ref = candidates[0]
         front = {c.name for c in pareto_front(candidates)}
         cdicts = []
         for c in candidates:
@@ -411,6 +429,7 @@ def _budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: d
                                and c.mean_abs_def <= opt.budget and d["speedup_vs_eager"] >= SPEEDUP_GOAL)
             cdicts.append(d)
         dq["candidates"] = cdicts
+        dq["goal"] = goal_verdicts(cdicts, opt.budget)
         try:
             png = pareto_plot(candidates, out / "pareto.png", budget=opt.budget)
             dq["figures"]["pareto"] = png.name
@@ -418,15 +437,130 @@ def _budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: d
             dq["notes"].append(f"pareto plot: {first_line(e)}")
         for r in rows:
             if r["mixed"]:
-                mixed = next(c for c in cdicts if c["name"] == r["mixed"]["name"])
+                mix = next(c for c in cdicts if c["name"] == r["mixed"]["name"])
                 pure = next((c for c in cdicts if c["name"] == r["source"]), None)
-                r["mixed"].update(speedup_vs_eager=mixed["speedup_vs_eager"], meets_goal=mixed["meets_goal"])
-                if pure and pure["latency_ms"] and mixed["latency_ms"]:
-                    r["latency_cost_vs_pure_ms"] = mixed["latency_ms"] - pure["latency_ms"]
+                r["mixed"] = mix
+                if pure and pure["latency_ms"] and mix["latency_ms"]:
+                    r["latency_cost_vs_pure_ms"] = mix["latency_ms"] - pure["latency_ms"]
     if not rows:
         dq["notes"].append("budget: no artefact of a precision mixed precision applies to "
                            "(executorch int8, tflite int8, coreml w8)")
     dq["budget"] = rows
+
+
+def _check_keep_float(deploy: Any, keep_float: Sequence[str], manifests: Any) -> None:
+    """--keep-float names only units some given artefact's recipe quantizes (before any work)."""
+    from echoedge.quantdebug.budget import MIXED_PRECISION
+    from echoedge.quantdebug.simulate import quant_units
+
+    known: set[str] = set()
+    for m in manifests:
+        if MIXED_PRECISION.get(m.format) == m.precision:
+            known |= {u.name for u in quant_units(deploy, m.format, m.precision)}
+    if not keep_float:
+        raise EchoEdgeError("--keep-float: no layer named")
+    if not known:
+        raise EchoEdgeError("--keep-float: no executorch int8, tflite int8 or coreml w8 artefact given to mix")
+    bad = [u for u in keep_float if u not in known]
+    if bad:
+        raise EchoEdgeError(f"--keep-float: {', '.join(bad)} is not a layer the recipe quantizes "
+                            f"(layers: {', '.join(sorted(known))})")
+
+
+def _previous(out: Path, checkpoint_sha256: str, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """An earlier debug_quant.json in OUT for the same checkpoint, whose other parts this run keeps."""
+    path = out / JSON_FILE
+    if not path.exists():
+        return None
+    try:
+        prev = load_debug_quant(path)
+    except EchoEdgeError as e:
+        log(f"debug-quant: {first_line(e)}; replacing it")
+        return None
+    if prev.get("checkpoint_sha256") != checkpoint_sha256:
+        log(f"debug-quant: {path} is of another checkpoint; replacing it")
+        return None
+    return prev
+
+
+def _carry_over(prev: dict[str, Any], dq: dict[str, Any], parts: Sequence[str],
+                log: Callable[[str], None]) -> None:
+    """Keep the parts of an earlier run in the same OUT that this run did not redo.
+
+    The sweeps take tens of minutes on a CPU: re-running the budget must not throw away a
+    calibration curve. Parts measured on other videos than this run's are not kept (their
+    figures would not be comparable); the calibration part brings its own videos.
+    """
+    same_videos = prev.get("videos", {}).get("names") == dq["videos"]["names"] and \
+        prev.get("videos", {}).get("clips_per_video") == dq["videos"]["clips_per_video"]
+    kept = []
+    for part in PARTS:
+        if part in parts or part not in prev.get("parts", []):
+            continue
+        if part == "sensitivity" and dq.get("sensitivity") is not None:
+            continue  # the budget re-ran the sweep
+        if part != "calibration" and not same_videos:
+            log(f"debug-quant: the earlier {part} part was measured on other videos; not kept")
+            continue
+        for key in PART_KEYS[part]:
+            dq[key] = prev.get(key)
+        for name, rel in (prev.get("figures") or {}).items():
+            if name.startswith(PART_FIGURES.get(part, "\0")):
+                dq["figures"][name] = rel
+        if part in (prev.get("timings_s") or {}):
+            dq["timings_s"][part] = prev["timings_s"][part]
+        kept.append(part)
+    if kept:
+        dq["parts"] = [p for p in PARTS if p in parts or p in kept]
+        dq["carried_over"] = {"parts": kept, "from": prev.get("created_at")}
+        dq["notes"].append(f"{', '.join(kept)}: kept from the earlier run in this folder "
+                           f"({prev.get('created_at')}); the other parts are from this run")
+        log(f"debug-quant: kept {', '.join(kept)} from the earlier run in {JSON_FILE}")
+
+
+def goal_verdicts(candidates: Sequence[dict[str, Any]], budget: float,
+                  speedup_goal: float = SPEEDUP_GOAL) -> list[dict[str, Any]]:
+    """Per format: is there an int8-or-mixed candidate within `budget` and >= `speedup_goal`x eager?
+
+    status: "met" (the fastest such candidate is named), "not met" (why: none within the budget,
+    or the ones within it are too slow), or "unmeasured" (within the budget, but its runtime here
+    is not the device's, so its speed is unknown: Core ML off macOS).
+    """
+    rows = []
+    for fmt in dict.fromkeys(c["format"] for c in candidates if c["folder"] is not None):
+        quant = [c for c in candidates if c["format"] == fmt and c["folder"] is not None
+                 and c["precision"] not in ("fp32", "fp16")]
+        row: dict[str, Any] = {"format": fmt, "budget": budget, "speedup_goal": speedup_goal,
+                               "status": "not met", "candidate": None, "mean_abs_def": None,
+                               "speedup_vs_eager": None, "reason": None}
+        ok = [c for c in quant if c["mean_abs_def"] <= budget]
+        fast = [c for c in ok if c.get("meets_goal")]
+        if not quant:
+            row["reason"] = "no int8 or mixed artefact among the candidates"
+        elif fast:
+            best = max(fast, key=lambda c: c["speedup_vs_eager"])
+            row.update(status="met", candidate=best["name"], mean_abs_def=best["mean_abs_def"],
+                       speedup_vs_eager=best["speedup_vs_eager"])
+        elif not ok:
+            best = min(quant, key=lambda c: c["mean_abs_def"])
+            row.update(candidate=best["name"], mean_abs_def=best["mean_abs_def"],
+                       speedup_vs_eager=best.get("speedup_vs_eager"),
+                       reason=f"no int8 or mixed artefact within the budget (best {best['name']}: "
+                              f"{best['mean_abs_def']:.3f})")
+        elif all(c.get("speedup_vs_eager") is None for c in ok):
+            best = min(ok, key=lambda c: c["mean_abs_def"])
+            row.update(status="unmeasured", candidate=best["name"], mean_abs_def=best["mean_abs_def"],
+                       reason=f"within the budget, but its runtime here ({best['runtime']}) is not the "
+                              "device's: no latency")
+        else:
+            best = max((c for c in ok if c.get("speedup_vs_eager") is not None),
+                       key=lambda c: c["speedup_vs_eager"])
+            row.update(candidate=best["name"], mean_abs_def=best["mean_abs_def"],
+                       speedup_vs_eager=best["speedup_vs_eager"],
+                       reason=f"the fastest within the budget ({best['name']}) is "
+                              f"{best['speedup_vs_eager']:.2f}x eager fp32, under {speedup_goal:g}x")
+        rows.append(row)
+    return rows
 
 
 def _simulated_for(folder: Path, dq: dict[str, Any]) -> float | None:

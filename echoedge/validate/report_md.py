@@ -181,7 +181,16 @@ def render_debug_quant(dq: dict[str, Any]) -> str:
                            f"{fmt(c.get('speedup_vs_eager'), '.2f')} | {size_mb(c['size_bytes'])} | "
                            f"{'★' if c.get('pareto') else ''} | {goal} |")
             out.append("")
-            out.append("Goal: mean |ΔEF| within the budget and at least 2.5× faster than eager fp32.")
+            out.append("Goal: mean |ΔEF| within the budget and at least 2.5× faster than eager fp32 "
+                       "(latencies timed side by side, batch 1).")
+        goal = dq.get("goal")
+        if goal:
+            out += ["", "**Goal per format** (an int8-or-mixed artefact within the budget and ≥ 2.5× eager fp32):", ""]
+            for g in goal:
+                mark = {"met": "✅ met", "unmeasured": "⚪ speed unmeasured"}.get(g["status"], "❌ not met")
+                what = (f" by `{g['candidate']}` (mean |ΔEF| {g['mean_abs_def']:.3f}, "
+                        f"{g['speedup_vs_eager']:.2f}× eager)" if g["status"] == "met" else f": {g['reason']}")
+                out.append(f"- {g['format']}: {mark}{what}")
     cal = dq.get("calibration")
     if cal:
         st, cv = cal["settings"], cal["videos"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,29 +93,43 @@ def test_unreachable_budget_exits_1_with_the_reason(first_run, capsys):
 
 
 def test_met_budget_emits_a_mixed_artefact_and_the_report_shows_the_section(first_run, tiny_job, synth_root):
-    """Budget set just above the error with the most sensitive layer float: one layer kept float."""
+    """A hand-picked mix (--keep-float, no search) within the budget is emitted, measured, reported.
+
+    (The greedy search itself, ranking a fragile layer first and keeping it float, is tested on a
+    network built fragile in test_budget/test_sensitivity: a random-weight Echo-E3Net's EF barely
+    depends on its input, so which of its layers matters most is a coin toss.)
+    """
     _, dq, _ = first_run
-    units = dq["sensitivity"][0]["units"]
-    base = dq["sensitivity"][0]["baseline"]
-    if not units[0]["mean_abs_def"] < base:
-        pytest.skip("no layer of this random-weight model lowers the simulated error when kept float")
+    unit = tiny_job["units"][0]
     out = tiny_job["root"] / "dq2"
-    rc = _run(tiny_job, synth_root, out, "--parts", "budget", "--budget", f"{units[0]['mean_abs_def'] + 1e-6:.9f}",
+    # An earlier run's result in the same folder: the parts this run does not redo are kept.
+    out.mkdir()
+    shutil.copy(first_run[2] / "debug_quant.json", out / "debug_quant.json")
+    shutil.copy(first_run[2] / dq["figures"]["calibration_size"], out / dq["figures"]["calibration_size"])
+    rc = _run(tiny_job, synth_root, out, "--parts", "budget", "--keep-float", unit, "--budget", "10",
               "--report", str(tiny_job["report"]))
     assert rc == 0
     dq2 = json.loads((out / "debug_quant.json").read_text())
+    # No sweep (the mix was given): the earlier run's sweep is kept with the other parts.
+    assert dq2["parts"] == ["attribution", "sensitivity", "budget", "calibration"]
+    assert dq2["carried_over"]["parts"] == ["attribution", "sensitivity", "calibration"]
+    for key in ("attribution", "sensitivity", "calibration"):
+        assert dq2[key] == dq[key]
+    assert dq2["figures"]["calibration_size"] == dq["figures"]["calibration_size"]
     b = dq2["budget"][0]
-    assert b["met"] and b["kept_float"] == [units[0]["unit"]]
+    assert b["met"] and b["kept_float"] == [unit] and b["search"]["evaluations"] == 1
     mixed = out / "artefacts" / "executorch-int8-mixed"
     man = json.loads((mixed / "manifest.json").read_text())
-    assert man["details"]["quantization"]["recipe"]["kept_float"] == [units[0]["unit"]]
+    assert man["details"]["quantization"]["recipe"]["kept_float"] == [unit]
     names = [c["name"] for c in dq2["candidates"]]
     assert names[0].startswith("eager fp32") and "executorch-int8" in names and "executorch-int8-mixed" in names
     assert all(c["latency_ms"] > 0 for c in dq2["candidates"])
+    assert [g["format"] for g in dq2["goal"]] == ["executorch"]
+    assert dq2["goal"][0]["status"] in ("met", "not met")
     # The report: the key in report.json, the section in report.md and a self-contained report.html.
     rep_dir = tiny_job["report"].parent
     rep = json.loads(tiny_job["report"].read_text())
-    assert rep["debug_quant"]["budget"][0]["kept_float"] == [units[0]["unit"]]
+    assert rep["debug_quant"]["budget"][0]["kept_float"] == [unit]
     assert "## Quantization debugging" in (rep_dir / "report.md").read_text()
     html = (rep_dir / "report.html").read_text()
     section = html[html.index("Quantization debugging"):]
@@ -143,6 +158,9 @@ def test_bad_input_is_one_line_and_exit_2(tiny_job, synth_root, tmp_path, capsys
     rc = _run(tiny_job, synth_root, tmp_path / "x", "--sizes", "8,x")
     e = err_lines()
     assert rc == 2 and len(e) == 1 and "8,x" in e[0]
+    rc = _run(tiny_job, synth_root, tmp_path / "x", "--parts", "budget", "--keep-float", "encoder.nope")
+    e = err_lines()
+    assert rc == 2 and len(e) == 1 and "encoder.nope" in e[0] and "encoder.cnn.0.block.conv1" in e[0]
     # Artefacts from another checkpoint: refused before any work, naming the folder.
     from echoedge.model.checkpoint import save_checkpoint
     from echoedge.model.config import clip_spec_for, get_config
@@ -177,3 +195,29 @@ def test_report_renders_the_section_from_the_dict_alone(first_run, tiny_job):
     # attribution, sensitivity and calibration figures inline; tables carry the numbers.
     assert section.count("data:image/png;base64,") >= 3
     assert f"{dq['attribution'][0]['total']:.3f}" in section
+
+
+def test_goal_verdict_per_format_names_the_reason():
+    from echoedge.quantdebug.job import goal_verdicts
+
+    def cand(name, fmt, prec, d, speed, runtime="rt"):
+        return {"name": name, "folder": f"/a/{name}", "format": fmt, "precision": prec, "mean_abs_def": d,
+                "speedup_vs_eager": speed, "meets_goal": speed is not None and d <= 0.25 and speed >= 2.5,
+                "runtime": runtime}
+
+    cands = [{"name": "eager", "folder": None, "format": "pytorch", "precision": "fp32", "mean_abs_def": 0.0,
+              "speedup_vs_eager": 1.0, "meets_goal": False, "runtime": "pytorch-eager"},
+             cand("tflite-fp32", "tflite", "fp32", 0.0, 2.0),  # float: not an int8-or-mixed candidate
+             cand("tflite-int8", "tflite", "int8", 0.13, 2.6),
+             cand("tflite-int8-mixed", "tflite", "int8", 0.10, 2.4),
+             cand("executorch-int8", "executorch", "int8", 0.30, 1.9),
+             cand("executorch-int8-mixed", "executorch", "int8", 0.20, 1.7),
+             cand("coreml-w8", "coreml", "w8", 0.05, None, runtime="reference-interpreter"),
+             cand("other-int8", "other", "int8", 0.9, 3.0)]
+    g = {r["format"]: r for r in goal_verdicts(cands, 0.25)}
+    assert list(g) == ["tflite", "executorch", "coreml", "other"]
+    assert g["tflite"]["status"] == "met" and g["tflite"]["candidate"] == "tflite-int8"
+    assert g["executorch"]["status"] == "not met" and g["executorch"]["candidate"] == "executorch-int8-mixed"
+    assert "1.70x eager fp32, under 2.5x" in g["executorch"]["reason"]
+    assert g["coreml"]["status"] == "unmeasured" and "reference-interpreter" in g["coreml"]["reason"]
+    assert g["other"]["status"] == "not met" and "within the budget" in g["other"]["reason"]
