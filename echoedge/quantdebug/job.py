@@ -239,6 +239,9 @@ def debug_quant(
         "candidates": None, "goal": None, "calibration": None, "figures": {}, "notes": [], "timings_s": timings,
     }
     search = [Path(a) for a in artefacts]
+    sweep = "sensitivity" in parts or ("budget" in parts and opt.keep_float is None)
+    if previous is not None:  # first: the budget part reads the attribution's simulated figures
+        _carry_over(previous, dq, set(parts) | ({"sensitivity"} if sweep else set()), log)
 
     if "attribution" in parts:
         t0 = time.perf_counter()
@@ -246,7 +249,7 @@ def debug_quant(
         timings["attribution"] = round(time.perf_counter() - t0, 2)
 
     sweeps: dict[str, Any] = {}
-    if "sensitivity" in parts or ("budget" in parts and opt.keep_float is None):
+    if sweep:
         t0 = time.perf_counter()
         sweeps = _sensitivity(folders, manifests, ctx, search, opt, out, dq, log)
         timings["sensitivity"] = round(time.perf_counter() - t0, 2)
@@ -261,8 +264,6 @@ def debug_quant(
         _calibration(deploy, data, ck.spec, ctx, opt, out, dq, log)
         timings["calibration"] = round(time.perf_counter() - t0, 2)
 
-    if previous is not None:
-        _carry_over(previous, dq, parts, log)
 
     files = {"json": _write_json(dq, out / JSON_FILE)}
     from echoedge.validate.report_md import render_debug_quant
@@ -483,9 +484,9 @@ def _previous(out: Path, checkpoint_sha256: str, log: Callable[[str], None]) -> 
     return prev
 
 
-def _carry_over(prev: dict[str, Any], dq: dict[str, Any], parts: Sequence[str],
+def _carry_over(prev: dict[str, Any], dq: dict[str, Any], redo: set[str],
                 log: Callable[[str], None]) -> None:
-    """Keep the parts of an earlier run in the same OUT that this run did not redo.
+    """Keep the parts of an earlier run in the same OUT that this run does not redo.
 
     The sweeps take tens of minutes on a CPU: re-running the budget must not throw away a
     calibration curve. Parts measured on other videos than this run's are not kept (their
@@ -495,10 +496,8 @@ def _carry_over(prev: dict[str, Any], dq: dict[str, Any], parts: Sequence[str],
         prev.get("videos", {}).get("clips_per_video") == dq["videos"]["clips_per_video"]
     kept = []
     for part in PARTS:
-        if part in parts or part not in prev.get("parts", []):
+        if part in redo or not prev.get(PART_KEYS[part][0]):
             continue
-        if part == "sensitivity" and dq.get("sensitivity") is not None:
-            continue  # the budget re-ran the sweep
         if part != "calibration" and not same_videos:
             log(f"debug-quant: the earlier {part} part was measured on other videos; not kept")
             continue
@@ -511,7 +510,7 @@ def _carry_over(prev: dict[str, Any], dq: dict[str, Any], parts: Sequence[str],
             dq["timings_s"][part] = prev["timings_s"][part]
         kept.append(part)
     if kept:
-        dq["parts"] = [p for p in PARTS if p in parts or p in kept]
+        dq["parts"] = [p for p in PARTS if p in dq["parts"] or p in kept]
         dq["carried_over"] = {"parts": kept, "from": prev.get("created_at")}
         dq["notes"].append(f"{', '.join(kept)}: kept from the earlier run in this folder "
                            f"({prev.get('created_at')}); the other parts are from this run")
