@@ -314,14 +314,16 @@ def reference_point(deploy_or_model: Any, clip_shape: Sequence[int], threads: in
     return CandidatePoint(name, None, "pytorch", "fp32", [], 0.0, 0.0, lat, size, "pytorch-eager")
 
 
-def pareto_front(points: Sequence[CandidatePoint]) -> list[CandidatePoint]:
-    """The points no other point beats on all of EF error, latency and size (None latency: not
-    comparable on speed, left out)."""
+def pareto_front(points: Sequence[CandidatePoint], size: bool = True) -> list[CandidatePoint]:
+    """The points no other point beats on all of EF error, latency and (with `size`) file size
+    (None latency: not comparable on speed, left out)."""
     pts = [p for p in points if p.latency_ms is not None]
 
+    def key(p: CandidatePoint) -> tuple[float, ...]:
+        return (p.mean_abs_def, p.latency_ms, p.size_bytes or 0) if size else (p.mean_abs_def, p.latency_ms)
+
     def dominates(a: CandidatePoint, b: CandidatePoint) -> bool:
-        ka = (a.mean_abs_def, a.latency_ms, a.size_bytes or 0)
-        kb = (b.mean_abs_def, b.latency_ms, b.size_bytes or 0)
+        ka, kb = key(a), key(b)
         return all(x <= y for x, y in zip(ka, kb)) and any(x < y for x, y in zip(ka, kb))
 
     return [p for p in pts if not any(dominates(q, p) for q in pts if q is not p)]
@@ -340,18 +342,27 @@ def pareto_plot(points: Sequence[CandidatePoint], out: str | Path, budget: float
     pts = [p for p in points if p.latency_ms is not None]
     if not pts:
         raise EchoEdgeError("no candidate has a latency to plot (reference-interpreter runs only)")
-    front = sorted(pareto_front(pts), key=lambda p: p.latency_ms)
+    # The line is the front in the plane drawn (error vs latency), as a staircase; a point that is
+    # only on the front because its file is smaller gets a black edge instead.
+    front = sorted(pareto_front(pts, size=False), key=lambda p: p.latency_ms)
+    front3 = {p.name for p in pareto_front(pts)}
     sizes = np.array([p.size_bytes or 0 for p in pts], dtype=float)
     area = 30 + 300 * sizes / max(sizes.max(), 1.0)
     colors = {"executorch": "#2e86c1", "tflite": "#e67e22", "coreml": "#8e44ad", "pytorch": "#7f8c8d"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    in2d = {p.name for p in front}
     for p, a in zip(pts, area):
-        ax.scatter(p.latency_ms, p.mean_abs_def, s=a, color=colors.get(p.format, "#34495e"), alpha=0.7)
+        edge = "black" if p.name in front3 and p.name not in in2d else "none"
+        ax.scatter(p.latency_ms, p.mean_abs_def, s=a, color=colors.get(p.format, "#34495e"), alpha=0.7,
+                   edgecolors=edge, linewidths=1.2)
         ax.annotate(p.name, (p.latency_ms, p.mean_abs_def), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
     if len(front) > 1:
         ax.plot([p.latency_ms for p in front], [p.mean_abs_def for p in front], "k--", linewidth=0.8,
-                label="Pareto front")
+                drawstyle="steps-post", label="Pareto front (error, latency)")
+    if len(front3) > len(in2d):
+        ax.scatter([], [], s=60, facecolors="none", edgecolors="black",
+                   label="on the front only by file size")
     if budget is not None:
         ax.axhline(budget, color="#c0392b", linewidth=0.8, linestyle=":", label=f"budget {budget:g}")
     ax.set_xlabel("latency p50 (ms, batch 1)")

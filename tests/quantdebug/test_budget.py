@@ -253,5 +253,9 @@ def test_pareto_front_and_plot(tmp_path):
     pts = [_pt("fast-bad", 0.5, 10, 1), _pt("slow-good", 0.1, 30, 4), _pt("dominated", 0.6, 40, 5),
            _pt("mid", 0.2, 20, 2), _pt("no-latency", 0.0, None, 1)]
     assert {p.name for p in pareto_front(pts)} == {"fast-bad", "slow-good", "mid"}
+    # Smaller but otherwise beaten: on the (error, latency, size) front, not on the plotted plane's.
+    pts.append(_pt("small", 0.21, 21, 0.5))
+    assert "small" in {p.name for p in pareto_front(pts)}
+    assert {p.name for p in pareto_front(pts, size=False)} == {"fast-bad", "slow-good", "mid"}
     out = pareto_plot(pts, tmp_path / "p.png", budget=0.25)
     assert out.read_bytes()[:4] == b"\x89PNG"
