@@ -426,7 +426,8 @@ def _budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: d
             d["pareto"] = c.name in front
             d["speedup_vs_eager"] = (ref.latency_ms / c.latency_ms
                                      if c.latency_ms and ref.latency_ms else None)
-            d["meets_goal"] = (c.folder is not None and d["speedup_vs_eager"] is not None
+            d["meets_goal"] = (c.folder is not None and c.precision not in ("fp32", "fp16")  # int8-or-mixed
+                               and d["speedup_vs_eager"] is not None
                                and c.mean_abs_def <= opt.budget and d["speedup_vs_eager"] >= SPEEDUP_GOAL)
             cdicts.append(d)
         dq["candidates"] = cdicts

@@ -175,7 +175,8 @@ def render_debug_quant(dq: dict[str, Any]) -> str:
             out += ["", "| candidate | runtime | float units | mean \\|ΔEF\\| | simulated | p50 ms | speed-up vs eager | "
                     "size | Pareto | goal |", "|---|---|---|---|---|---|---|---|---|---|"]
             for c in cands:
-                goal = "—" if c["folder"] is None else ("✅" if c.get("meets_goal") else "❌")
+                goal = ("—" if c["folder"] is None or c["precision"] in ("fp32", "fp16")  # not int8-or-mixed
+                        else "✅" if c.get("meets_goal") else "❌")
                 out.append(f"| {c['name']} | {c['runtime']} | {len(c['kept_float'])} | {c['mean_abs_def']:.3f} | "
                            f"{fmt(c.get('simulated_abs_def'), '.3f')} | {fmt(c['latency_ms'], '.1f')} | "
                            f"{fmt(c.get('speedup_vs_eager'), '.2f')} | {size_mb(c['size_bytes'])} | "
