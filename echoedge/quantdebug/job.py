@@ -625,21 +625,9 @@ def attach_to_report(dq: dict[str, Any], report: str | Path) -> dict[str, Path]:
 
 def load_debug_quant(path: str | Path) -> dict[str, Any]:
     """A debug_quant.json (or its folder), checked for schema and version."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / JSON_FILE
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EchoEdgeError(f"{path}: debug_quant.json not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EchoEdgeError(f"{path}: unreadable ({first_line(e)})") from None
-    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-        raise EchoEdgeError(f"{path}: not an echo-edge debug-quant result")
-    if d.get("schema_version") != SCHEMA_VERSION:
-        raise EchoEdgeError(f"{path}: debug-quant schema version {d.get('schema_version')!r}; this "
-                            f"echo-edge reads {SCHEMA_VERSION}")
-    return d
+    from echoedge.validate.report_json import read_versioned_json
+
+    return read_versioned_json(path, JSON_FILE, SCHEMA, SCHEMA_VERSION, "debug-quant result")[1]
 
 
 __all__ = ["DebugQuantOptions", "DebugQuantResult", "JSON_FILE", "PARTS", "SCHEMA", "SCHEMA_VERSION",

@@ -158,22 +158,31 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def read_report(path: str | Path) -> dict[str, Any]:
-    """A report.json, checked against the schema; EchoEdgeError naming the file otherwise."""
+def read_versioned_json(path: str | Path, file_name: str, schema: str, version: int,
+                        what: str) -> tuple[Path, dict[str, Any]]:
+    """(path, dict) of a versioned JSON document (`path` or `path/file_name`); EchoEdgeError naming
+    the file when it is missing, unreadable, another document, or another schema version.
+    Shared by report.json and debug_quant.json."""
     path = Path(path)
     if path.is_dir():
-        path = path / REPORT_FILE
+        path = path / file_name
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise EchoEdgeError(f"{path}: report not found") from None
+        raise EchoEdgeError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EchoEdgeError(f"{path}: unreadable report ({e})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA_ID:
-        raise EchoEdgeError(f"{path}: not an echo-edge validation report")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise EchoEdgeError(f"{path}: report schema version {data.get('schema_version')!r}; this "
-                            f"echo-edge reads version {SCHEMA_VERSION}")
+        raise EchoEdgeError(f"{path}: unreadable {what} ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise EchoEdgeError(f"{path}: not an echo-edge {what}")
+    if data.get("schema_version") != version:
+        raise EchoEdgeError(f"{path}: {what} schema version {data.get('schema_version')!r}; this "
+                            f"echo-edge reads version {version}")
+    return path, data
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """A report.json, checked against the schema; EchoEdgeError naming the file otherwise."""
+    path, data = read_versioned_json(path, REPORT_FILE, SCHEMA_ID, SCHEMA_VERSION, "validation report")
     problems = check_report(data)
     if problems:
         raise EchoEdgeError(f"{path}: malformed report ({problems[0]}"
