@@ -1,7 +1,7 @@
 """Core ML artefacts (fp32, fp16, W8, W8A8) of the shipped checkpoint: conversion, size, EF drift.
 
 Core ML runs models only on macOS, so on Linux every artefact is executed by echoedge's reference
-interpreter of its ML program (echoedge.validate.coreml_interp): the EF numbers are the program's
+interpreter of its ML program (echoedge.mil.interpreter): the EF numbers are the program's
 own, the time per clip is the interpreter's cost in CI, never Core ML's latency.
 
 For each precision: conversion wall time (W8A8 includes gathering activation ranges through the

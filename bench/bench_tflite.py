@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from echoedge.calibration import build_calibration_set
     from echoedge.convert import tflite as tfl
+    from echoedge.convert.tflite_interpreter import DEFAULT_INTERPRETER, INTERPRETERS
     from echoedge.convert.artefact import read_manifest
     from echoedge.data.cache import FrameCache
     from echoedge.data.default import default_dataset
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     reference = EagerRunner(ck.model, threads=args.threads)
     runners: dict[str, Any] = {"eager fp32 (3D reference)": reference}
     for p in PRECISIONS:
-        for kind in tfl.INTERPRETERS:
+        for kind in INTERPRETERS:
             runners[f".tflite {p} [{kind}]"] = TFLiteRunner(folders[p], threads=args.threads, interpreter=kind)
     runners["onnxruntime fp32"] = OrtRunner(onnx_fp32, args.threads)
     runners["onnxruntime int8 (static QDQ)"] = OrtRunner(onnx_int8, args.threads)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     ref_ef = per_video_ef(reference, "eager reference")
     drifts: dict[str, dict[str, float]] = {}
     for p in PRECISIONS:
-        drifts[f".tflite {p}"] = _drift(per_video_ef(runners[f".tflite {p} [{tfl.DEFAULT_INTERPRETER}]"], p), ref_ef)
+        drifts[f".tflite {p}"] = _drift(per_video_ef(runners[f".tflite {p} [{DEFAULT_INTERPRETER}]"], p), ref_ef)
     drifts["onnxruntime fp32"] = _drift(per_video_ef(runners["onnxruntime fp32"], "ort fp32"), ref_ef)
     drifts["onnxruntime int8 (static QDQ)"] = _drift(
         per_video_ef(runners["onnxruntime int8 (static QDQ)"], "ort int8"), ref_ef)
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{size:>6} {conv:>6}")
     print()
     print(f"EF drift vs the eager fp32 reference, {len(test)} TEST videos x {args.clips} clips "
-          f"(.tflite rows run in the {tfl.DEFAULT_INTERPRETER} interpreter)")
+          f"(.tflite rows run in the {DEFAULT_INTERPRETER} interpreter)")
     head = f"{'artefact':<34} {'|dEF| mean':>10} {'p95':>6} {'max':>6}"
     print(head)
     print("-" * len(head))
@@ -225,13 +226,13 @@ def main(argv: list[str] | None = None) -> None:
         left = ", ".join(f"{op} x{n}" for op, n in sorted(d["ops_left_in_float"].items(), key=lambda kv: -kv[1]))
         print(f".tflite {p}: {d['route']}; int8 op fraction {d['int8_op_fraction']:.2f}; "
               f"input {d['input_layout']}; float ops: {left if p == 'int8' else '(all)'}")
-    int8_best = min(rows[f".tflite int8 [{k}]"]["p50_ms"] for k in tfl.INTERPRETERS)
+    int8_best = min(rows[f".tflite int8 [{k}]"]["p50_ms"] for k in INTERPRETERS)
     ort_int8 = rows["onnxruntime int8 (static QDQ)"]["p50_ms"]
     print(f"\ngoals: int8 .tflite {base / int8_best:.2f}x eager fp32 (goal >= 3x), "
           f"{ort_int8 / int8_best:.2f}x ONNX Runtime int8 (goal > 1x), "
           f"int8 mean |dEF| {drifts['.tflite int8'].mean_abs:.3f} (goal <= 0.5)")
-    faster = {p: min(tfl.INTERPRETERS, key=lambda k: rows[f".tflite {p} [{k}]"]["p50_ms"]) for p in PRECISIONS}
-    print(f"faster interpreter per file: {faster} (default: {tfl.DEFAULT_INTERPRETER})")
+    faster = {p: min(INTERPRETERS, key=lambda k: rows[f".tflite {p} [{k}]"]["p50_ms"]) for p in PRECISIONS}
+    print(f"faster interpreter per file: {faster} (default: {DEFAULT_INTERPRETER})")
     if args.json:
         args.json.write_text(json.dumps({"latency": rows, "drift": {k: asdict(v) for k, v in drifts.items()}, "convert_s": convert_s,
                                          "front_end_s": front_s, "threads": args.threads,

@@ -1,28 +1,16 @@
 """Deploy form -> Core ML ML program (`model.mlpackage`), fp32 / fp16 / W8 / W8A8, as an artefact folder.
 
-    torch.export (static 1xCxTxHxW input).run_decompositions({})
+    torch.export (static 1xCxTxHxW input).run_decompositions({})    (coreml_mlprogram)
       -> coremltools.convert(convert_to="mlprogram", minimum_deployment_target=iOS17)
          fp32: compute precision FLOAT32; fp16, w8, w8a8: FLOAT16 (Core ML's default)
       -> w8:   coremltools.optimize.coreml.linear_quantize_weights: int8, linear_symmetric,
                per output channel, weights of >= W8_WEIGHT_THRESHOLD elements (smaller ones,
                e.g. biases and norm scales, stay fp16 - Core ML's own rule, with a lower bar)
-      -> w8a8: activation quantization first, then the same weight quantization (below)
+      -> w8a8: activation quantization first, then the same weight quantization
+               (both in coreml_quantize; W8A8 takes its activation ranges from the reference
+               interpreter, as coremltools' linear_quantize_activations would from Core ML)
       -> model.mlpackage, checked by running it through the reference interpreter
-         (echoedge.validate.coreml_interp) against the eager module on golden clips.
-
-W8A8 route ("interpreted activation ranges"). coremltools' `linear_quantize_activations` gets
-activation ranges by running the model through Core ML, which only macOS can. Here the fp16
-program is saved, loaded back from disk and run clip by clip through the reference interpreter
-over the echo calibration set; the min/max of every intermediate tensor (coremltools' own
-statistic, with its concat-range merging) then feeds coremltools' own graph passes
-(`compression::insert_prefix_quantize_dequantize_pair`, `..._suffix_...`,
-`common::dequantize_quantize_pair_elimination`), exactly as `linear_quantize_activations` would on
-a Mac. It starts from the fp16 program: from fp32, coremltools fails ("scale has dtype fp16 whereas
-input has dtype fp32", reference/toolchain.md). The other known Linux route (a torchao PT2E
-graph converted to Core ML) is recorded as less accurate in reference/toolchain.md. The passes
-are coremltools internals (pinned coremltools 9.0); the manifest records the route and the
-calibration set id. coremltools' passes also turn the fp16 program's I/O into float16 (the
-plain fp16 conversion keeps float32 I/O): the manifest records the dtypes the package declares.
+         (echoedge.mil.interpreter) against the eager module on golden clips.
 
 The folder's manifest records the ML program's op histogram, the quantization ops, the compute
 precision, the deployment target and the host-side error against the eager deploy form.
@@ -32,20 +20,24 @@ coremltools is imported inside the functions, its conversion logs captured (show
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from echoedge.convert.artefact import (
-    OUTPUT_NAMES, INPUT_NAME, ArtefactManifest, check_clips, echo_tensor_specs, output_errors,
+    OUTPUT_NAMES, ArtefactManifest, check_clips, echo_tensor_specs, output_errors,
     tool_versions, write_artefact,
+)
+from echoedge.convert.coreml_mlprogram import (
+    DEPLOYMENT_TARGET, convert_to_mlmodel, load_program_quietly, quiet_coremltools,
+)
+from echoedge.convert.coreml_quantize import (
+    W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations, quantize_weights,
 )
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
@@ -53,11 +45,7 @@ from echoedge.errors import EchoEdgeError, first_line
 PRECISIONS = ("fp32", "fp16", "w8", "w8a8")
 RUNTIME = "coreml"
 MODEL_FILE = "model.mlpackage"
-DEPLOYMENT_TARGET = "iOS17"  # first target with quantize/dequantize ops (W8A8)
 GOLDEN_CASES = 3
-# Weight tensors with fewer elements stay fp16 in W8/W8A8 (coremltools' default is 2048, which
-# would leave the small convs of the paper config float); biases and norm scales fall below it.
-W8_WEIGHT_THRESHOLD = 256
 W8A8_ROUTE = "interpreted-activation-ranges"
 
 
@@ -127,241 +115,14 @@ def _keep_float_params(model: Any, keep_float: Sequence[str], precision: str, ou
     return params
 
 
-def float_weight_consts(mlmodel: Any, params: Sequence[str]) -> list[str]:
-    """The ML program's const ops holding these torch parameters.
-
-    coremltools names a lifted parameter's const after its torch.export input, `p_` + the dotted
-    path with '_' (`p_encoder_stem_0_convs_0_weight`), plus `_to_fp16` in an fp16 program.
-    """
-    consts = {op.name for op in mlmodel._mil_program.functions["main"].operations
-              if op.op_type == "const"}
-    found, missing = [], []
-    for p in params:
-        base = "p_" + p.replace(".", "_")
-        hit = [n for n in (base, base + "_to_fp16") if n in consts]
-        (found if hit else missing).extend(hit or [p])
-    if missing:
-        raise EchoEdgeError("no ML program const found for the weights kept float: " + ", ".join(missing[:5]))
-    return found
-
-
-# --------------------------------------------------------------------------------------------
-# conversion
-# --------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def quiet_coremltools() -> Iterator[io.StringIO]:
-    """Capture coremltools' chatter (progress bars, version warnings) into a buffer.
-
-    The caller shows the buffer only when something fails; a normal export prints one line per
-    step. Python-level streams only: C++ logging of the libraries it imports still reaches fd 2.
-    """
-    import logging
-    import warnings
-
-    buf = io.StringIO()
-    handler = logging.StreamHandler(buf)
-    loggers = [logging.getLogger(n) for n in ("coremltools", "root")]
-    old_levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            warnings.simplefilter("ignore")
-            yield buf
-    finally:
-        for lg, lvl in zip(loggers, old_levels):
-            lg.removeHandler(handler)
-            lg.setLevel(lvl)
-
-
-def _import_coremltools() -> Any:
-    try:
-        with quiet_coremltools():
-            import coremltools as ct
-    except ImportError as e:
-        raise EchoEdgeError(f"coremltools is not installed ({first_line(e)}); "
-                            "install the pinned version from requirements.txt") from None
-    return ct
-
-
-def convert_to_mlmodel(model: Any, example: Any, compute_precision: str) -> Any:
-    """torch.export + coremltools.convert: an in-memory MLModel (not loadable for prediction
-    off macOS), input named 'clip', outputs named as Echo-E3Net's OUTPUT_NAMES when it has 5."""
-    import torch
-
-    ct = _import_coremltools()
-    with torch.no_grad():
-        ep = torch.export.export(model.eval(), (example,)).run_decompositions({})
-    _drop_aliases(ep)
-    _positional_gelu_approximation(ep)
-    n_out = len([s for s in ep.graph_signature.output_specs])
-    outputs = [ct.TensorType(name=n) for n in OUTPUT_NAMES] if n_out == len(OUTPUT_NAMES) else None
-    prec = {"fp32": ct.precision.FLOAT32, "fp16": ct.precision.FLOAT16}[compute_precision]
-    return ct.convert(
-        ep,
-        inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
-        outputs=outputs,
-        convert_to="mlprogram",
-        minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-        compute_precision=prec,
-        skip_model_load=True,
-    )
-
-
-def _drop_aliases(ep: Any) -> None:
-    """Replace `aten.alias` nodes (a no-op view, e.g. a full-range slice) by their input.
-
-    coremltools 9's torch frontend has no `alias` op ("Unsupported fx node alias"); the value is
-    the input itself, so the graph computes the same function without it.
-    """
-    import torch
-
-    graph = ep.graph_module.graph
-    changed = False
-    for node in list(graph.nodes):
-        if node.op == "call_function" and node.target in (torch.ops.aten.alias.default,
-                                                          torch.ops.aten.alias_copy.default):
-            node.replace_all_uses_with(node.args[0])
-            graph.erase_node(node)
-            changed = True
-    if changed:
-        graph.lint()
-        ep.graph_module.recompile()
-
-
-def _positional_gelu_approximation(ep: Any) -> None:
-    """Pass gelu's `approximate="tanh"` positionally, so coremltools sees it.
-
-    coremltools 9 reads only gelu's positional inputs; torch.export keeps `approximate` as a
-    keyword, so a tanh GELU silently became the exact (erf) GELU in the program (~1e-4 relative on
-    EF for the shipped checkpoint). DESIGN.md: export never approximates silently. With the
-    positional argument, coremltools' own gelu conversion fails on the plain string, hence the
-    replacement registered by _register_gelu_with_approximation.
-    """
-    import torch
-
-    _register_gelu_with_approximation()
-    changed = False
-    for node in ep.graph_module.graph.nodes:
-        if node.op == "call_function" and node.target == torch.ops.aten.gelu.default and "approximate" in node.kwargs:
-            kwargs = dict(node.kwargs)
-            node.args = (*node.args, kwargs.pop("approximate"))
-            node.kwargs = kwargs
-            changed = True
-    if changed:
-        ep.graph_module.recompile()
-
-
-_GELU_REGISTERED = False
-
-
-def _register_gelu_with_approximation() -> None:
-    """Replace coremltools' torch `gelu` conversion with one that reads a positional
-    `approximate` given as a plain string (its own expects a Var and fails on "tanh")."""
-    global _GELU_REGISTERED
-    if _GELU_REGISTERED:
-        return
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import register_torch_op
-
-    def gelu(context: Any, node: Any) -> None:
-        inputs = _get_inputs(context, node)
-        approximate = "none"
-        if len(inputs) > 1:
-            a = inputs[1]
-            approximate = a if isinstance(a, str) else a.val
-        mode = {"tanh": "TANH_APPROXIMATION", "none": "EXACT"}.get(approximate)
-        if mode is None:
-            raise ValueError(f"gelu approximate={approximate!r} has no Core ML mode")
-        context.add(mb.gelu(x=inputs[0], mode=mode, name=node.name))
-
-    register_torch_op(gelu, override=True)
-    _GELU_REGISTERED = True
-
-
-def _weight_config(ct: Any) -> Any:
-    import coremltools.optimize as cto
-
-    return cto.coreml.OptimizationConfig(global_config=cto.coreml.OpLinearQuantizerConfig(
-        mode="linear_symmetric", dtype="int8", granularity="per_channel",
-        weight_threshold=W8_WEIGHT_THRESHOLD))
-
-
-def quantize_weights(mlmodel: Any, float_consts: Sequence[str] = ()) -> Any:
-    """W8 weights; `float_consts` (const op names) stay fp16 (op_name_configs set to None)."""
-    import coremltools.optimize as cto
-
-    ct = _import_coremltools()
-    config = _weight_config(ct)
-    for name in float_consts:
-        config.set_op_name(name, None)
-    return cto.coreml.linear_quantize_weights(mlmodel, config)
-
-
-def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray,
-                         progress: bool) -> tuple[Any, dict[str, Any]]:
-    """Activation-quantize an fp16 MLModel with ranges from the reference interpreter.
-
-    Returns the new MLModel and a summary of the statistics (how many tensors, the clip count).
-    """
-    from coremltools import _SPECIFICATION_VERSION_IOS_17
-    from coremltools.converters.mil.frontend.milproto import load as milproto_load
-    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
-    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
-    from coremltools.models import utils as ct_utils
-    from coremltools.optimize.coreml.experimental._post_training_quantization import (
-        _adjust_concat_surrounding_activation_stats,
-    )
-    import coremltools.optimize as cto
-
-    from echoedge.validate.coreml_interp import Interpreter, activation_ranges
-
-    # Statistics are gathered on the program as coremltools will read it back (names included),
-    # so the fp16 model goes through disk first.
-    pkg = scratch / "fp16-for-calibration.mlpackage"
-    mlmodel.save(str(pkg))
-    interp = Interpreter(pkg)
-    stats = activation_ranges(interp, interp.input_names[0], clips, progress=progress, total=len(clips))
-    for name in interp.output_names:  # coremltools keeps no statistics for program outputs
-        stats.pop(name, None)
-    prog, _ = _load_program_quietly(pkg)
-    concat_groups = [[v.name for v in op.inputs["values"]] + [op.outputs[0].name]
-                     for op in prog.functions["main"].operations if op.op_type == "concat"]
-    _adjust_concat_surrounding_activation_stats(concat_groups, stats)
-    shutil.rmtree(pkg, ignore_errors=True)
-
-    config = cto.coreml.OptimizationConfig(
-        global_config=cto.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
-    passes = []
-    for name in ("compression::insert_prefix_quantize_dequantize_pair",
-                 "compression::insert_suffix_quantize_dequantize_pair"):
-        p = PASS_REGISTRY[name]
-        p.set_options([PassOption("config", config)])
-        p.set_options([PassOption("activation_stats", stats)])
-        passes.append(p)
-    passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
-    quantized = ct_utils._apply_graph_pass(
-        mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17,
-        pymil_load_func=milproto_load.load, skip_model_load=True)
-    return quantized, {"tensors_with_ranges": len(stats), "clips": int(len(clips))}
-
-
-def _load_program_quietly(pkg: Path) -> tuple[Any, Any]:
-    from echoedge.validate.coreml_interp import load_mil_program
-
-    with quiet_coremltools():
-        return load_mil_program(pkg)
-
-
 def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
            calibration: Any | None, golden: np.ndarray, checkpoint_sha: str,
            progress: bool, keep_float: Sequence[str] = (),
            float_params: Sequence[str] = ()) -> ArtefactManifest:
     import torch
 
-    from echoedge.validate.coreml_interp import Interpreter, program_info
+    from echoedge.mil.interpreter import Interpreter
+    from echoedge.mil.program import program_info
 
     say = print if progress else (lambda *a, **k: None)
     timings: dict[str, float] = {}
@@ -417,7 +178,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     timings["interpreter_check"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
-    prog, ml_spec = _load_program_quietly(pkg)
+    prog, ml_spec = load_program_quietly(pkg)
     info = program_info(prog, ml_spec)
     weights = _weight_summary(prog, ml_spec)
     if progress:
@@ -456,7 +217,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                              **({"kept_float": list(keep_float),
                                  "kept_float_weights": list(float_params)} if keep_float else {})},
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
-                                "runtime": "reference-interpreter (echoedge.validate.coreml_interp)",
+                                "runtime": "reference-interpreter (echoedge.mil.interpreter)",
                                 "interpreter_precision": interp.precision,
                                 "cases": int(len(golden)), "errors": vs_eager},
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -523,6 +284,4 @@ def op_table(hist: dict[str, int]) -> str:
     return "\n".join([f"{'op':<{width}}  count"] + [f"{k:<{width}}  {v:>5}" for k, v in rows])
 
 
-__all__: Sequence[str] = ("export_coreml", "convert_to_mlmodel", "quantize_weights",
-                          "quantize_activations",
-                          "op_table", "PRECISIONS", "RUNTIME", "W8A8_ROUTE")
+__all__: Sequence[str] = ("export_coreml", "io_dtypes", "op_table", "PRECISIONS", "RUNTIME", "W8A8_ROUTE")

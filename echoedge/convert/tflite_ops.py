@@ -8,9 +8,10 @@ Checks (issue 5): no artefact of any precision may hold a Flex (select-TF) op --
 interpreter cannot run it -- and an int8 artefact may hold no float CONV_2D, DEPTHWISE_CONV_2D or
 FULLY_CONNECTED: a file is int8 because of what its heavy ops compute, not because of its name
 (onnx2tf's "dynamic range" file keeps float activations and must never pass as int8). The one
-exception is a *scoped* int8 file (`echoedge.convert.tflite.check_scoped_int8`): every heavy op
-inside the recipe's int8 scope must be integer, and the float heavy ops outside it are recorded
-in the manifest as float by recipe.
+exception is a *scoped* int8 file (`check_scoped_int8`, scope from echoedge.convert.tflite_int8):
+every heavy op inside the recipe's int8 scope must be integer, and the float heavy ops outside it
+are recorded in the manifest as float by recipe. `tflite_graph` reads subgraph 0 with tensor names
+and constant weights, which the scoped check and the int8 scope plan match on.
 
 An op counts as integer when its first input is an integer tensor (int8/uint8/int16); QUANTIZE and
 DEQUANTIZE convert between domains and are left out of the fraction.
@@ -21,7 +22,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from echoedge.errors import EchoEdgeError
 
@@ -199,5 +202,85 @@ def check_tflite(path: str | Path, precision: str) -> TFLiteOps:
     return info
 
 
-__all__ = ["HEAVY_OPS", "OpRecord", "TFLiteOps", "TensorInfo", "check_ops", "check_tflite",
-           "inspect_tflite"]
+@dataclass
+class GraphOp:
+    """One operator of subgraph 0: its op name and its input and output tensor indices."""
+
+    op: str
+    inputs: list[int]
+    outputs: list[int]
+
+
+def tflite_graph(buf: bytes) -> tuple[list[GraphOp], list[str], Callable[[int], np.ndarray | None]]:
+    """Ops (subgraph 0), tensor names, and a reader of constant float32 tensors."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(buf, 0)
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items()
+               if not k.startswith("_") and isinstance(v, int)}
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        codes.append(builtin.get(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())), "?"))
+    sg = model.Subgraphs(0)
+    ops = [GraphOp(codes[o.OpcodeIndex()],
+                   [int(t) for t in o.InputsAsNumpy()] if o.InputsLength() else [],
+                   [int(t) for t in o.OutputsAsNumpy()] if o.OutputsLength() else [])
+           for o in (sg.Operators(i) for i in range(sg.OperatorsLength()))]
+    names = [(sg.Tensors(i).Name() or b"").decode("utf-8", "replace") for i in range(sg.TensorsLength())]
+
+    def const(t: int) -> np.ndarray | None:
+        if t < 0:
+            return None
+        ten = sg.Tensors(t)
+        if ten.Type() != schema.TensorType.FLOAT32:
+            return None
+        b = model.Buffers(ten.Buffer())
+        if b is None or b.DataLength() == 0:
+            return None
+        shape = [int(x) for x in ten.ShapeAsNumpy()] if ten.ShapeLength() else []
+        return np.frombuffer(b.DataAsNumpy().tobytes(), np.float32).reshape(shape)
+
+    return ops, names, const
+
+
+def check_scoped_int8(path: str | Path, heavy_nodes: Sequence[str]) -> dict[str, Any]:
+    """The op check of a scoped int8 file: no Flex op, every in-scope conv (named by its output
+    tensor) int8. The float heavy ops outside the scope are returned as 'float by recipe'."""
+    path = Path(path)
+    info = inspect_tflite(path)
+    ops, names, _ = tflite_graph(path.read_bytes())
+    wanted = set(heavy_nodes)
+    problems = []
+    if info.flex_ops:
+        problems.append("Flex (select-TF) ops the stock LiteRT interpreter cannot run: "
+                        + ", ".join(info.flex_ops))
+    seen: set[str] = set()
+    float_in, by_recipe = [], []
+    for rec, o in zip(info.ops, ops):  # subgraph 0 comes first in both
+        if rec.op not in HEAVY_OPS:
+            continue
+        name = names[o.outputs[0]] if o.outputs else ""
+        is_int = rec.compute_dtype in INTEGER_DTYPES
+        if name in wanted:
+            seen.add(name)
+            if not is_int:
+                float_in.append(f"{rec.op}#{rec.index} ({rec.compute_dtype})")
+        elif not is_int:
+            by_recipe.append(f"{rec.op}#{rec.index}")
+    if float_in:
+        shown = ", ".join(float_in[:8]) + (f" and {len(float_in) - 8} more" if len(float_in) > 8 else "")
+        problems.append(f"float heavy ops inside the int8 scope of a file labelled int8: {shown}")
+    if len(seen) != len(wanted):
+        problems.append(f"{len(wanted) - len(seen)} of the {len(wanted)} in-scope convs are missing")
+    if problems:
+        raise EchoEdgeError(f"{path}: " + "; ".join(problems))
+    counts: dict[str, int] = {}
+    for r in by_recipe:
+        counts[r.split("#")[0]] = counts.get(r.split("#")[0], 0) + 1
+    return {"int8_heavy_ops_in_scope": len(seen), "float_by_recipe": dict(sorted(counts.items())),
+            "float_by_recipe_ops": by_recipe}
+
+
+__all__ = ["HEAVY_OPS", "GraphOp", "OpRecord", "TFLiteOps", "TensorInfo", "check_ops",
+           "check_scoped_int8", "check_tflite", "inspect_tflite", "tflite_graph"]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from echoedge.data.clipspec import ClipSpec
-from echoedge.data.echonet import FILELIST, SPLITS, TRACINGS, VIDEOS, FileRow, Scan, scan
+from echoedge.data.echonet_csv import FILELIST, TRACINGS, FileRow
+from echoedge.data.echonet_scan import SPLITS, VIDEOS, Scan, scan
 from echoedge.errors import DataError
 
 

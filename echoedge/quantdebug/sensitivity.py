@@ -79,7 +79,7 @@ def evaluate_config(deploy: Any, videos: Any, ef_reference: np.ndarray, fmt: str
 
 def shared_stats(deploy: Any, fmt: str, precision: str, clips: np.ndarray | None) -> dict[str, Any] | None:
     """Observer statistics calibrated once for every configuration of a PT2E-simulated scheme."""
-    from echoedge.quantdebug.simulate import observer_stats
+    from echoedge.quantdebug.observers import observer_stats
 
     if fmt in ("executorch", "tflite") and precision == "int8" and clips is not None:
         return observer_stats(deploy, clips)

@@ -81,84 +81,23 @@ def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = ()
     given) keeps every other unit of `quant_units` float: the sensitivity sweep's "only this unit
     int8" mode (the recipe's shared element-wise ops between units stay as the recipe has them).
     Observers see float activations during calibration (PT2E), so the ranges of a unit do not
-    depend on which other units are quantized: `stats` (from `observer_stats`, computed once on
-    the same clips) fills the observers instead of calibrating again -- the same numbers, minutes
-    less per sweep step on the paper config.
+    depend on which other units are quantized: `stats` (from `observers.observer_stats`, computed
+    once on the same clips) fills the observers instead of calibrating again -- the same numbers,
+    minutes less per sweep step on the paper config.
     """
     import torch
-    from rich.progress import Progress
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from echoedge.convert.executorch import quantizer_for
+    from echoedge.quantdebug.observers import calibrate, load_observer_stats, prepare_recipe
 
     clips = np.asarray(clips)
     if clips.ndim != 5 or len(clips) == 0:
         raise EchoEdgeError(f"calibration clips: expected (N, C, T, H, W) with N >= 1, got {clips.shape}")
-    example = (torch.from_numpy(np.ascontiguousarray(clips[:1], dtype=np.float32)),)
-    deploy.eval()
+    prepared = prepare_recipe(deploy, clips, keep_float=_keep_float_for(deploy, keep_float, only))
     with torch.no_grad():
-        ep = torch.export.export(deploy, example)
-        quantizer, _ = quantizer_for(deploy, keep_float=_keep_float_for(deploy, keep_float, only))
-        prepared = prepare_pt2e(ep.module(), quantizer)
         if stats is None or not load_observer_stats(prepared, stats):
-            _calibrate(prepared, clips, progress)
+            calibrate(prepared, clips, progress)
         return convert_pt2e(prepared)
-
-
-def _calibrate(prepared: Any, clips: np.ndarray, progress: bool) -> None:
-    import torch
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("calibrating (simulation)", total=len(clips))
-        for clip in clips:
-            prepared(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
-            bar.advance(task)
-
-
-def _observers(prepared: Any) -> dict[str, Any]:
-    """observed node name -> observer module of a PT2E-prepared graph."""
-    out = {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.args and hasattr(node.args[0], "name"):
-            mod = prepared.get_submodule(node.target)
-            if hasattr(mod, "min_val") and hasattr(mod, "max_val"):
-                out[node.args[0].name] = mod
-    return out
-
-
-def observer_stats(deploy: Any, clips: np.ndarray, progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Calibrate the whole int8 recipe once; the min/max of every observer, by observed node name.
-
-    The exported graph's node names are the same for every export of one module, and a
-    configuration with units kept float observes a subset of these tensors.
-    """
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    from echoedge.convert.executorch import quantizer_for
-
-    clips = np.asarray(clips)
-    example = (torch.from_numpy(np.ascontiguousarray(clips[:1], dtype=np.float32)),)
-    deploy.eval()
-    with torch.no_grad():
-        ep = torch.export.export(deploy, example)
-        prepared = prepare_pt2e(ep.module(), quantizer_for(deploy)[0])
-        _calibrate(prepared, clips, progress)
-    return {name: {"min_val": obs.min_val.detach().clone(), "max_val": obs.max_val.detach().clone()}
-            for name, obs in _observers(prepared).items()}
-
-
-def load_observer_stats(prepared: Any, stats: dict[str, dict[str, Any]]) -> bool:
-    """Fill a prepared graph's observers from `observer_stats`; False (nothing changed) when one
-    of them has no recorded statistics (the caller then calibrates)."""
-    obs = _observers(prepared)
-    if any(name not in stats for name in obs):
-        return False
-    for name, o in obs.items():
-        o.min_val = stats[name]["min_val"].clone()
-        o.max_val = stats[name]["max_val"].clone()
-    return True
 
 
 def quantized_layers(deploy: Any) -> list[str]:
@@ -256,7 +195,7 @@ def quant_units(deploy: Any, fmt: str = "executorch", precision: str = "int8") -
         return []
     fidelity(fmt, precision)  # unknown pairs fail here
     if fmt == "coreml":
-        from echoedge.convert.coreml import W8_WEIGHT_THRESHOLD
+        from echoedge.convert.coreml_quantize import W8_WEIGHT_THRESHOLD
 
         layers = [n for n, m in deploy.named_modules()
                   if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.numel() > W8_WEIGHT_THRESHOLD]
@@ -267,7 +206,7 @@ def quant_units(deploy: Any, fmt: str = "executorch", precision: str = "int8") -
 
 def group_units(deploy: Any, layers: Sequence[str]) -> list[QuantUnit]:
     """Group deploy-form layer paths by the rewritten reference module they belong to."""
-    from echoedge.model.deploy import Conv3dAs2d
+    from echoedge.model.deploy_conv import Conv3dAs2d
 
     modules = dict(deploy.named_modules())
     order: list[str] = []
@@ -297,7 +236,7 @@ def simulate(deploy: Any, fmt: str, precision: str, clips: np.ndarray | None = N
     was built with (needed where `needs_calibration`); `keep_float` names units/module paths kept
     float on top of the format's recipe; `only` (sensitivity "only" mode) restricts quantization
     to those units (None: the whole recipe). fp32/fp16 return the deploy form itself.
-    `stats` (ExecuTorch/TFLite int8: `observer_stats` on the same clips) skips calibration.
+    `stats` (ExecuTorch/TFLite int8: `observers.observer_stats` on the same clips) skips calibration.
     See `fidelity` for what each simulation leaves out.
     """
     if precision in FLOAT_PRECISIONS:
@@ -397,12 +336,13 @@ def simulate_w8a8_activations(weights_sim: Any, clips: np.ndarray, keep_float: S
     import dataclasses
 
     import torch
-    from rich.progress import Progress
     from torchao.quantization.pt2e import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config,
     )
+
+    from echoedge.quantdebug.observers import calibrate
 
     clips = np.asarray(clips)
     if clips.ndim != 5 or len(clips) == 0:
@@ -425,9 +365,5 @@ def simulate_w8a8_activations(weights_sim: Any, clips: np.ndarray, keep_float: S
     with torch.no_grad():
         ep = torch.export.export(weights_sim, example)
         prepared = prepare_pt2e(ep.module(), quantizer)
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("calibrating (W8A8 simulation)", total=len(clips))
-            for clip in clips:
-                prepared(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
-                bar.advance(task)
+        calibrate(prepared, clips, progress, description="calibrating (W8A8 simulation)")
         return convert_pt2e(prepared)

@@ -3,37 +3,26 @@
 Three questions, answered in EF points on held-out videos, through the PT2E simulation of the
 ExecuTorch int8 recipe (`simulate`; measured within 0.01 mean |dEF| of the real .pte):
 
-- **Stability.** K disjoint draws of one strategy: the TRAIN (or VAL) videos are split into K
-  groups that share no video, stratified by EF band and by whether a video can give a phase-aware
-  clip, so every group looks like the split; draw d plans its set from group d alone, with the
-  strategy's own planner (`echoedge.calibration.strategies.plan_draws`) and seed `seed + d`. The
-  spread of |dEF| over the K draws (mean, sd, min, max) is what an unlucky draw can cost.
-- **Size.** The same K draws at each N of a list: the calibration-size curve per strategy. N is
-  capped by what a draw's group offers: at most `max_clips_per_video` clips per usable video (a
-  video gives distinct starts; past that a set repeats hearts rather than adding them). Sizes over
-  the cap are skipped and the result says so.
+- **Stability.** K disjoint draws of one strategy (`draws`: groups of videos that share none,
+  each planned with the strategy's own planner). The spread of |dEF| over the K draws (mean, sd,
+  min, max) is what an unlucky draw can cost.
+- **Size.** The same K draws at each N of a list: the calibration-size curve per strategy
+  (`size_curve`), with its recommended N. N is capped by what a draw's group offers
+  (`draws.size_cap`); sizes over the cap are skipped and the result says so.
 - **Low EF.** Every figure also separately on low-EF hearts (reference EF < 40 by default: the
   hearts whose clinical band a few EF points can change) and on the rest.
 
-Recommended N (`recommend`): per strategy, the smallest N whose mean |dEF| (over the draws) is
-within `tolerance` EF points of that strategy's best N and whose sd over the draws is at most
-`max_sd`; when no N is that stable, the N with the smallest mean + sd (flagged `rule_met=False`).
-Overall: the strategy whose recommended point has the smallest mean + sd.
-
-Cost. Activation observers of the recipe are min/max (MinMaxObserver, per tensor; weights
-PerChannelMinMaxObserver), and during calibration an observer only records, so the ranges after
-calibrating on a set S are exactly the element-wise min/max over S of each clip's own ranges.
-`RangeCache` therefore runs each distinct clip through one prepared model once, keeps its
-per-observer (min, max), and builds the converted model of any set from those: calibration costs
-one forward per distinct clip however many (strategy, N, draw) sets share it. This equals
-calibrating directly (tested bit for bit against `simulate_int8`); with any other observer kind
-the cache declines and every set is calibrated from scratch. Evaluating a converted model (the
-q/dq graph, several times slower than float) dominates the cost: models x videos x clips.
+Cost. The recipe's observers are min/max, so `observers.RangeCache` runs each distinct clip
+through one prepared model once and builds the converted model of any set from the per-clip
+ranges: calibration costs one forward per distinct clip however many (strategy, N, draw) sets
+share it. This equals calibrating directly (tested bit for bit against `simulate_int8`); with any
+other observer kind the cache declines and every set is calibrated from scratch. Evaluating a
+converted model (the q/dq graph, several times slower than float) dominates the cost: models x
+videos x clips.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +31,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoedge.errors import EchoEdgeError
+from echoedge.quantdebug.draws import disjoint_plans, draw_seed, partition_videos, size_cap
+from echoedge.quantdebug.size_curve import (
+    MAX_SD, TOLERANCE, DrawResult, Recommendation, SizePoint, recommend, recommend_overall,
+    summarise_draws,
+)
 
 LABEL = "PT2E simulation of the ExecuTorch int8 recipe"
 DEFAULT_STRATEGIES = ("random", "ef-stratified", "phase-aware")
@@ -49,223 +43,10 @@ DEFAULT_SIZES = (8, 16, 32, 64, 128)
 DEFAULT_DRAWS = 3
 DEFAULT_MAX_CLIPS_PER_VIDEO = 2
 LOW_EF = 40.0
-TOLERANCE = 0.05  # EF points: "as good as the best N" (about the run-to-run noise of a draw)
-MAX_SD = 0.05  # EF points: sd over draws a recommended N may show
-MIN_GROUP_VIDEOS = 3  # as echoedge.calibration.MIN_VIDEOS: fewer hearts describe a patient
-
-ClipKey = tuple[str, int]  # (video file name, clip start)
-
-
-# ---------------------------------------------------------------------------------------------
-# Disjoint draws
-
-
-def _phase_ok(rec: Any, spec: Any) -> bool:
-    from echoedge.calibration.strategies import phase_window
-
-    return phase_window(rec, spec) is not None
-
-
-def usable_videos(strategy: str, records: Sequence[Any], spec: Any) -> int:
-    """How many of `records` the strategy can draw from (phase-aware needs ED and ES in one clip)."""
-    from echoedge.calibration.strategies import check_strategy
-
-    if check_strategy(strategy) == "phase-aware":
-        return sum(_phase_ok(r, spec) for r in records)
-    return len(records)
-
-
-def partition_videos(records: Sequence[Any], k: int, seed: int, spec: Any) -> list[list[Any]]:
-    """Split videos into k groups that share none, each with the split's mix of EF bands.
-
-    Strata are (EF band, can give a phase-aware clip); each stratum is shuffled and dealt round
-    robin, the dealing continuing from stratum to stratum so group sizes differ by at most one.
-    """
-    from echoedge.calibration.strategies import EF_BANDS, ef_band
-
-    if k < 1:
-        raise EchoEdgeError(f"calibration draws must be >= 1, got {k}")
-    rng = np.random.default_rng(int(seed))
-    strata: dict[tuple[str, bool], list[Any]] = {}
-    for r in sorted(records, key=lambda r: r.file_name):  # input order must not matter
-        strata.setdefault((ef_band(r.ef), _phase_ok(r, spec)), []).append(r)
-    groups: list[list[Any]] = [[] for _ in range(k)]
-    turn = 0
-    for key in sorted(strata, key=lambda s: (EF_BANDS.index(s[0]), s[1])):
-        members = strata[key]
-        for i in rng.permutation(len(members)):
-            groups[turn % k].append(members[int(i)])
-            turn += 1
-    return groups
-
-
-def draw_seed(seed: int, draw: int) -> int:
-    return int(seed) + int(draw)
-
-
-def disjoint_plans(strategy: str, records: Sequence[Any], spec: Any, size: int, draws: int,
-                   seed: int = 0, split: str = "TRAIN",
-                   groups: list[list[Any]] | None = None) -> list[Any]:
-    """K plans (echoedge.calibration.strategies.Plan) of one strategy that share no video.
-
-    Plan d is the strategy's ordinary plan of `size` clips over group d of `partition_videos`
-    with seed `seed + d`: the set `echo-edge calibrate` would draw from those videos.
-    """
-    from echoedge.calibration.strategies import check_strategy, plan_draws
-
-    strategy = check_strategy(strategy)
-    groups = groups if groups is not None else partition_videos(records, draws, seed, spec)
-    plans = []
-    for d, group in enumerate(groups):
-        usable = usable_videos(strategy, group, spec)
-        if usable < MIN_GROUP_VIDEOS:
-            raise EchoEdgeError(f"{draws} disjoint {strategy} draws need at least {MIN_GROUP_VIDEOS} "
-                                f"usable {split} videos each; draw {d} has {usable} of {len(group)} "
-                                f"({len(records)} {split} videos in all): use fewer draws")
-        plans.append(plan_draws(strategy, group, spec, size, draw_seed(seed, d), split=split,
-                                min_videos=MIN_GROUP_VIDEOS))
-    return plans
-
-
-def size_cap(strategy: str, groups: list[list[Any]], spec: Any, max_clips_per_video: int) -> int:
-    """Largest N every draw group can give with at most `max_clips_per_video` clips per video."""
-    return min(usable_videos(strategy, g, spec) for g in groups) * int(max_clips_per_video)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-clip ranges: calibration once per distinct clip
-
-
-class RangeCache:
-    """Per-clip observer ranges of one prepared PT2E model; converts any clip set from them.
-
-    Exact for min/max observers only (see the module docstring): `exact` is False otherwise and
-    `convert` then refuses, so the caller calibrates from scratch instead.
-    """
-
-    def __init__(self, prepared: Any) -> None:
-        from torchao.quantization.pt2e import MinMaxObserver, PerChannelMinMaxObserver
-
-        self.prepared = prepared
-        self.observers: list[tuple[str, Any]] = []
-        self.exact = True
-        self.inexact_kind: str | None = None
-        for name, m in prepared.named_modules():
-            if not hasattr(m, "calculate_qparams"):
-                continue
-            # Exact types: a subclass (e.g. a moving average) may update differently.
-            if type(m) not in (MinMaxObserver, PerChannelMinMaxObserver):
-                self.exact, self.inexact_kind = False, type(m).__name__
-            self.observers.append((name, m))
-        self.ranges: dict[ClipKey, list[tuple[Any, Any]]] = {}
-        self.forward_s = 0.0
-
-    def __contains__(self, key: ClipKey) -> bool:
-        return key in self.ranges
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    def add(self, key: ClipKey, clip: np.ndarray) -> None:
-        """Run one clip (C, T, H, W) through the prepared model; keep every observer's range."""
-        import torch
-
-        if key in self.ranges or not self.exact:
-            return
-        for _, m in self.observers:
-            m.reset_min_max_vals()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            self.prepared(torch.from_numpy(np.ascontiguousarray(clip[None], dtype=np.float32)))
-        self.forward_s += time.perf_counter() - t0
-        self.ranges[key] = [(m.min_val.detach().clone(), m.max_val.detach().clone())
-                            for _, m in self.observers]
-
-    def convert(self, keys: Sequence[ClipKey]) -> Any:
-        """The converted (q/dq) model calibrated on exactly these clips."""
-        import torch
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-
-        if not self.exact:
-            raise EchoEdgeError(f"per-clip ranges are not exact for {self.inexact_kind} observers")
-        missing = [k for k in keys if k not in self.ranges]
-        if missing or not keys:
-            raise EchoEdgeError(f"range cache: {len(missing)} of {len(keys)} clips not observed")
-        model = copy.deepcopy(self.prepared)
-        observers = dict(model.named_modules())
-        for i, (name, _) in enumerate(self.observers):
-            lo = torch.stack([self.ranges[k][i][0] for k in keys]).amin(dim=0)
-            hi = torch.stack([self.ranges[k][i][1] for k in keys]).amax(dim=0)
-            m = observers[name]
-            m.min_val.resize_(lo.shape).copy_(lo)
-            m.max_val.resize_(hi.shape).copy_(hi)
-        return convert_pt2e(model)
-
-
-def prepare_recipe(deploy: Any, example: np.ndarray) -> Any:
-    """The deploy form exported at batch 1 with the recipe's observers inserted (uncalibrated).
-
-    The same steps as `simulate.simulate_int8` before its calibration loop.
-    """
-    import torch
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    from echoedge.convert.executorch import quantizer_for
-
-    deploy.eval()
-    x = (torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32)),)
-    with torch.no_grad():
-        ep = torch.export.export(deploy, x)
-        quantizer, _ = quantizer_for(deploy)
-        return prepare_pt2e(ep.module(), quantizer)
 
 
 # ---------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass
-class DrawResult:
-    """One calibration set (strategy, N, draw) and the EF error it gave on the videos."""
-
-    strategy: str
-    size: int
-    draw: int
-    seed: int
-    videos: int  # distinct calibration videos
-    clips: list[list[Any]]  # [[video, start], ...] in plan order
-    mean_abs: float
-    max_abs: float
-    low_ef_mean_abs: float | None
-    rest_mean_abs: float | None
-    delta_ef: list[float]  # signed, per evaluation video, simulated - reference
-
-
-@dataclass
-class SizePoint:
-    """The K draws of one strategy at one N."""
-
-    strategy: str
-    size: int
-    draws: int
-    mean: float
-    sd: float | None  # sample sd over draws (None with one draw)
-    min: float
-    max: float
-    low_ef_mean: float | None
-    low_ef_sd: float | None
-    rest_mean: float | None
-    rest_sd: float | None
-
-
-@dataclass
-class Recommendation:
-    strategy: str
-    size: int
-    mean: float
-    sd: float | None
-    rule_met: bool
-    reason: str
 
 
 @dataclass
@@ -292,55 +73,6 @@ class StabilityResult:
 
     def point(self, strategy: str, size: int) -> SizePoint | None:
         return next((p for p in self.points if p.strategy == strategy and p.size == size), None)
-
-
-def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    v = [float(x) for x in values if x is not None]
-    if not v:
-        return None, None
-    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
-
-
-def summarise_draws(results: Sequence[DrawResult]) -> SizePoint:
-    """Mean, sd, min and max of mean |dEF| over the draws of one (strategy, N)."""
-    r0 = results[0]
-    m = np.array([r.mean_abs for r in results])
-    low, low_sd = _mean_sd([r.low_ef_mean_abs for r in results])
-    rest, rest_sd = _mean_sd([r.rest_mean_abs for r in results])
-    return SizePoint(r0.strategy, r0.size, len(results), float(m.mean()),
-                     float(m.std(ddof=1)) if len(m) > 1 else None, float(m.min()), float(m.max()),
-                     low, low_sd, rest, rest_sd)
-
-
-def recommend(points: Sequence[SizePoint], tolerance: float = TOLERANCE,
-              max_sd: float = MAX_SD) -> Recommendation:
-    """The smallest N within `tolerance` of the best mean whose sd over draws is <= `max_sd`.
-
-    Points must be of one strategy. When no N within tolerance is that stable (or there is one
-    draw, so no sd), the N with the smallest mean + sd (sd 0 when unknown), rule_met False.
-    """
-    pts = sorted(points, key=lambda p: p.size)
-    if not pts:
-        raise EchoEdgeError("no calibration sizes to recommend from")
-    if len({p.strategy for p in pts}) != 1:
-        raise ValueError("recommend() takes the points of one strategy")
-    best = min(p.mean for p in pts)
-    for p in pts:
-        if p.mean <= best + tolerance and p.sd is not None and p.sd <= max_sd:
-            return Recommendation(p.strategy, p.size, p.mean, p.sd, True,
-                                  f"smallest N with mean |dEF| within {tolerance:g} of the best "
-                                  f"({best:.3f}) and sd over draws <= {max_sd:g}")
-    fallback = min(pts, key=lambda p: (p.mean + (p.sd or 0.0), p.size))
-    why = ("one draw per N: no spread to judge" if all(p.sd is None for p in pts) else
-           f"no N within {tolerance:g} of the best ({best:.3f}) has sd over draws <= {max_sd:g}")
-    return Recommendation(fallback.strategy, fallback.size, fallback.mean, fallback.sd, False,
-                          f"{why}; chose the smallest mean + sd")
-
-
-def recommend_overall(recs: dict[str, Recommendation]) -> Recommendation | None:
-    if not recs:
-        return None
-    return min(recs.values(), key=lambda r: (not r.rule_met, r.mean + (r.sd or 0.0), r.size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +132,7 @@ def calibration_stability(
     from echoedge.calibration.strategies import check_strategy
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
+    from echoedge.quantdebug.observers import RangeCache, prepare_recipe
     from echoedge.quantdebug.simulate import ef_per_video, simulate_int8
 
     t_all = time.perf_counter()
@@ -599,8 +332,7 @@ def stability_table(result: StabilityResult | dict[str, Any]) -> str:
 
 
 __all__ = [
-    "DEFAULT_DRAWS", "DEFAULT_SIZES", "DEFAULT_STRATEGIES", "LABEL", "DrawResult", "RangeCache",
-    "Recommendation", "SizePoint", "StabilityResult", "calibration_stability", "disjoint_plans",
-    "evaluation_videos", "partition_videos", "plot_stability", "prepare_recipe", "recommend",
-    "recommend_overall", "size_cap", "stability_table", "summarise_draws", "usable_videos",
+    "DEFAULT_DRAWS", "DEFAULT_MAX_CLIPS_PER_VIDEO", "DEFAULT_SIZES", "DEFAULT_STRATEGIES", "LABEL",
+    "LOW_EF", "StabilityResult", "calibration_stability", "evaluation_videos", "plot_stability",
+    "stability_table",
 ]

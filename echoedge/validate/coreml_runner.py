@@ -2,7 +2,7 @@
 
 Core ML executes models only on macOS (coremltools' prediction needs `libcoremlpython`). On
 other hosts the runner executes the package's own ML program through
-`echoedge.validate.coreml_interp` and says so: `runtime == "reference-interpreter"` and
+`echoedge.mil.interpreter` and says so: `runtime == "reference-interpreter"` and
 `measures_latency == False` (its EF numbers are the program's, its speed is not Core ML's).
 `backend="coreml"` insists on Core ML and raises PlatformError where it cannot run, which
 validation reports as SKIPPED_PLATFORM.
@@ -65,7 +65,7 @@ class CoreMLRunner(RunnerBase):
         if backend == "coreml" and not ok:
             raise PlatformError(f"{self.path}: {why}; run it on a Mac, or use the reference interpreter")
         use_coreml = ok and backend != "interpreter"
-        from echoedge.convert.coreml import _import_coremltools
+        from echoedge.convert.coreml_mlprogram import _import_coremltools
 
         _import_coremltools()  # (seconds: it imports TensorFlow too) not part of load_s
         t0 = time.perf_counter()
@@ -75,8 +75,8 @@ class CoreMLRunner(RunnerBase):
             self.measures_latency = True
             self.interpreter_precision = None
         else:
-            from echoedge.convert.coreml import quiet_coremltools
-            from echoedge.validate.coreml_interp import Interpreter
+            from echoedge.convert.coreml_mlprogram import quiet_coremltools
+            from echoedge.mil.interpreter import Interpreter
 
             with quiet_coremltools():
                 self._interp = Interpreter(self.path, threads=self.threads)

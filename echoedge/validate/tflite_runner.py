@@ -8,7 +8,7 @@ never depends on the interpreter.
 
 Two interpreters run the same file at different speeds (toolchain.md): `tf` (tf.lite.Interpreter)
 and `litert` (ai_edge_litert). The default is the one bench/bench_tflite.py measured faster
-(echoedge.convert.tflite.DEFAULT_INTERPRETER); `runtime` says which one ran.
+(echoedge.convert.tflite_interpreter.DEFAULT_INTERPRETER); `runtime` says which one ran.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from echoedge.validate.runner import RunnerBase
 
 class TFLiteRunner(RunnerBase):
     def __init__(self, folder: str | Path, threads: int = 2, interpreter: str | None = None) -> None:
-        from echoedge.convert.tflite import (
+        from echoedge.convert.tflite_interpreter import (
             DEFAULT_INTERPRETER, INTERPRETERS, SIGNATURE_KEY, TFLiteIO, make_interpreter,
         )
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echoedge.android_bridge.bundling import BundleArtefact, Validation, attach_validation
-from echoedge.android_bridge.golden import read_golden
+from echoedge.bridges.bundling import BundleArtefact, Validation, attach_validation
+from echoedge.bridges.golden import read_golden
 from echoedge.cli import main as cli_main
 from echoedge.convert.artefact import read_manifest, verify_artefact
 from echoedge.data.preprocess import postprocess
@@ -146,7 +146,7 @@ def test_adapters_and_instrumentation_test_compile_against_api_stubs(android_bun
     """Signature stubs (tests/bridge/stubs) of ExecuTorch's and LiteRT's Java APIs, and of the few
     Android/AndroidX/JUnit classes the instrumentation test touches, stand in for the AARs."""
     need_jdk()
-    from echoedge.android_bridge.bundling import package_data
+    from echoedge.bridges.android.bundle import package_data
 
     stubs = sorted(STUBS.rglob("*.java"))
     # All adapters (LiteRT too, though this bundle has no .tflite), from the package's sources.
@@ -222,7 +222,7 @@ def test_java_quantizes_like_python_for_int8_input_files(android_bundle: Path, j
 
 
 def test_selection_skips_the_calibration_set_and_other_formats(tiny_artefacts: Path, tmp_path: Path):
-    from echoedge.android_bridge.bundling import select_artefacts
+    from echoedge.bridges.bundling import select_artefacts
     from echoedge.errors import EchoEdgeError
 
     root = tmp_path / "artefacts"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from echoedge.android_bridge.golden import read_golden
+from echoedge.bridges.golden import read_golden
 from echoedge.cli import main as cli_main
 from echoedge.convert.artefact import read_manifest
 
@@ -122,8 +122,8 @@ def _swift_funcs(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("name", ["Preprocessor", "ClipBuffer", "Postprocessor", "GoldenCheck"])
 def test_swift_mirrors_the_java_core(name: str):
-    from echoedge.android_bridge.bundling import package_data
-    from echoedge.ios_bridge.ios import SWIFT
+    from echoedge.bridges.android.bundle import package_data
+    from echoedge.bridges.ios.bundle import SWIFT
 
     java = _java_methods(package_data("java", "core", "org/echoedge/bridge", f"{name}.java"))
     swift = _swift_funcs(SWIFT / SOURCES / f"{name}.swift")

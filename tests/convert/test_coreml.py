@@ -306,7 +306,7 @@ def test_tiny_echo_e3net_fp32_and_w8a8_end_to_end(tiny_e3net, tmp_path):
 def test_tanh_gelu_stays_tanh_in_the_program(artefacts):
     # coremltools 9 drops torch.export's keyword `approximate` and emits the exact (erf) GELU;
     # the converter must keep the tanh form the model was trained with (DESIGN.md).
-    from echoedge.validate.coreml_interp import load_mil_program
+    from echoedge.mil.program import load_mil_program
 
     prog, _ = load_mil_program(artefacts["fp32"] / "model.mlpackage")
     modes = [op.inputs["mode"].val for op in prog.functions["main"].operations if op.op_type == "gelu"]

@@ -1,14 +1,14 @@
 """TFLite converter, op-dtype check and runner on the tiny Echo-E3Net deploy form.
 
 The ONNX + onnx2tf front end is the slow part (about a minute on an idle 2-core machine); it runs
-once per process (tflite.front_end caches it per model) and every precision, including the CLI
+once per process (tflite_onnx2tf.front_end caches it per model) and every precision, including the CLI
 test's, is converted from it.
 
 Measured on the tiny config with random weights (seed 0): fp32 .tflite vs eager ~4e-4 relative
 (onnx2tf's graph rounds differently and random weights amplify it; the shipped paper checkpoint
 gives 5e-7), fp16 about the same, selective int8 ~0.1 EF points and ~1e-3 landmark units.
 The tiny config is an Echo-E3Net, so its int8 file is scoped: the 14 convs of the CNN
-stages int8, everything else float by recipe (tflite.int8_scope).
+stages int8, everything else float by recipe (tflite_int8.int8_scope).
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ pytest.importorskip("ai_edge_litert")
 
 from echoedge.convert import tflite as tfl  # noqa: E402
 from echoedge.convert.artefact import OUTPUT_NAMES, read_manifest, verify_artefact  # noqa: E402
-from echoedge.convert.tflite_ops import OpRecord, TFLiteOps, check_ops, check_tflite, inspect_tflite  # noqa: E402
+from echoedge.convert.tflite_int8 import int8_scope, int8_scope_plan  # noqa: E402
+from echoedge.convert.tflite_interpreter import input_layout, to_layout  # noqa: E402
+from echoedge.convert.tflite_onnx2tf import front_end  # noqa: E402
+from echoedge.convert.tflite_ops import (  # noqa: E402
+    OpRecord, TFLiteOps, check_ops, check_scoped_int8, check_tflite, inspect_tflite,
+)
 from echoedge.errors import EchoEdgeError, ShapeError  # noqa: E402
 from echoedge.model.config import clip_spec_for, get_config  # noqa: E402
 from echoedge.validate.runner import EagerRunner, open_runner  # noqa: E402
@@ -106,11 +111,11 @@ def test_int8_is_really_int8_in_its_scope_and_stays_close(artefacts, deploy):
     m = read_manifest(artefacts["int8"])
     d = m.details
     q = d["quantization"]
-    assert q["int8_modules"] == list(tfl.int8_scope(deploy)) == ["encoder.cnn"]
+    assert q["int8_modules"] == list(int8_scope(deploy)) == ["encoder.cnn"]
     scope = q["scope"]
     path = artefacts["int8"] / m.model_file
     # What the file holds, re-read: every in-scope conv int8, the rest float by recipe.
-    chk = tfl.check_scoped_int8(path, scope["heavy_nodes"])
+    chk = check_scoped_int8(path, scope["heavy_nodes"])
     assert chk["int8_heavy_ops_in_scope"] == scope["int8_convs"] == scope["onnx_convs_in_scope"] == 14
     assert chk["float_by_recipe"] == scope["float_by_recipe"]
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(chk["float_by_recipe"])
@@ -140,18 +145,18 @@ def test_scoped_check_rejects_float_in_scope_convs_and_unknown_scopes(artefacts,
     fp32 = artefacts["fp32"] / "model.tflite"
     nodes = read_manifest(artefacts["int8"]).details["quantization"]["scope"]["heavy_nodes"]
     with pytest.raises(EchoEdgeError) as e:
-        tfl.check_scoped_int8(fp32, nodes)
+        check_scoped_int8(fp32, nodes)
     msg = str(e.value)
     assert "float heavy ops inside the int8 scope" in msg and "CONV_2D#" in msg and "\n" not in msg
     with pytest.raises(EchoEdgeError, match="1 of the 1 in-scope convs are missing"):
-        tfl.check_scoped_int8(artefacts["int8"] / "model.tflite", ["no/such/tensor"])
+        check_scoped_int8(artefacts["int8"] / "model.tflite", ["no/such/tensor"])
     # The plan itself, on the float graph and the front end's ONNX file.
-    fe = tfl.front_end(deploy, _clips(1, seed=0), lambda *a, **k: None)
-    plan = tfl.int8_scope_plan(fp32.read_bytes(), fe.folder / "model.onnx", tfl.int8_scope(deploy))
+    fe = front_end(deploy, _clips(1, seed=0), lambda *a, **k: None)
+    plan = int8_scope_plan(fp32.read_bytes(), fe.folder / "model.onnx", int8_scope(deploy))
     assert sorted(plan.heavy_nodes) == sorted(nodes) and plan.denylisted_nodes
     with pytest.raises(EchoEdgeError, match="no Conv node is named under the int8 scope"):
-        tfl.int8_scope_plan(fp32.read_bytes(), fe.folder / "model.onnx", ("decoder.nothing",))
-    assert tfl.int8_scope(torch.nn.Linear(2, 2)) is None  # other models: whole-graph int8
+        int8_scope_plan(fp32.read_bytes(), fe.folder / "model.onnx", ("decoder.nothing",))
+    assert int8_scope(torch.nn.Linear(2, 2)) is None  # other models: whole-graph int8
 
 
 def test_int8_full_has_int8_io_with_its_quantization_in_the_manifest(artefacts, deploy):
@@ -215,9 +220,9 @@ def test_runner_interpreters_threads_layout_and_shape_checks(artefacts):
     with pytest.raises(EchoEdgeError, match="unknown TFLite interpreter"):
         TFLiteRunner(artefacts["fp32"], interpreter="gpu")
     # A channels-last file would be fed transposed: the layout helper does exactly that.
-    y = tfl.to_layout(x[:1], "NTHWC")
+    y = to_layout(x[:1], "NTHWC")
     assert y.shape == (1, 16, 64, 64, 1) and np.array_equal(y[0, 3, 5, 7, 0], x[0, 0, 3, 5, 7])
-    assert tfl.input_layout([1, 16, 64, 64, 1], (1, 1, 16, 64, 64)) == "NTHWC"
+    assert input_layout([1, 16, 64, 64, 1], (1, 1, 16, 64, 64)) == "NTHWC"
 
 
 def test_interrupted_export_leaves_no_folder(tmp_path, deploy, monkeypatch):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from echoedge.data import synthetic as S
+from echoedge.data import synthetic_heart as H
+from echoedge.data import synthetic_render as R
 from echoedge.data.landmarks import canonical_landmarks, simpson_volume_rows
 from echoedge.data.video import read_video
 from echoedge.errors import EchoEdgeError
@@ -57,7 +59,7 @@ def _ed_es(frames: dict[int, np.ndarray]) -> tuple[tuple[int, np.ndarray], tuple
 def _polygon_mask(rows: np.ndarray) -> np.ndarray:
     lm = canonical_landmarks(rows)
     pts = np.concatenate([lm[2::2], lm[3::2][::-1]])
-    mask = np.zeros((S.FRAME, S.FRAME), np.uint8)
+    mask = np.zeros((H.FRAME, H.FRAME), np.uint8)
     cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
     return mask.astype(bool)
 
@@ -89,20 +91,20 @@ def test_synth_videos_decode_and_wedge_is_black(synth5: Path) -> None:
     for i, r in enumerate(_filelist(synth5)):
         v = read_video(synth5 / "Videos" / f"{r['FileName']}.avi")
         assert v.shape == (int(r["NumberOfFrames"]), 112, 112)
-        p = S.draw_params(SEED, i)
+        p = H.draw_params(SEED, i)
         assert p.name == r["FileName"]
         # MJPG ringing leaks a few grey levels past the edge (most near the bright vertex):
         # judge from 3 px outside it, loosely for single pixels, tightly on average.
-        near = cv2.dilate(S.sector_mask(p).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        near = cv2.dilate(R.sector_mask(p).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
         outside = v[:, ~near]
         assert outside.mean() < 1.0 and np.percentile(outside, 99.9) <= 12 and outside.max() <= 40
-        inside = v[:, S.sector_mask(p)]
+        inside = v[:, R.sector_mask(p)]
         assert 15 < inside.mean() < 90
 
 
 def test_synth_ef_matches_tracings(synth5: Path) -> None:
     tracings = _tracings(synth5)
-    ml = S.PIXEL_SPACING_CM**3
+    ml = H.PIXEL_SPACING_CM**3
     for i, r in enumerate(_filelist(synth5)):
         (_, ed), (_, es) = _ed_es(tracings[r["FileName"] + ".avi"])
         v_ed, v_es = simpson_volume_rows(ed), simpson_volume_rows(es)
@@ -111,7 +113,7 @@ def test_synth_ef_matches_tracings(synth5: Path) -> None:
         assert abs(ef_tracing - ef) < 0.5
         assert abs(ef - 100.0 * (edv - esv) / edv) < 1e-3
         assert edv == pytest.approx(v_ed * ml, rel=1e-5) and esv == pytest.approx(v_es * ml, rel=1e-5)
-        assert abs(ef - S.draw_params(SEED, i).ef) < 0.05  # the drawn EF, up to coordinate rounding
+        assert abs(ef - H.draw_params(SEED, i).ef) < 0.05  # the drawn EF, up to coordinate rounding
 
 
 def test_synth_tracing_geometry(synth5: Path) -> None:
@@ -169,7 +171,7 @@ def test_synth_deterministic_across_workers_and_prefix(synth5: Path, tmp_path: P
 def test_synth_other_seed_differs(tmp_path: Path) -> None:
     a = S.generate_dataset(tmp_path / "a", videos=1, seed=SEED + 1, workers=1, progress=False)
     assert a.videos == 1 and sum(a.splits.values()) == 1
-    assert _filelist(tmp_path / "a")[0]["FileName"] != S.draw_params(SEED, 0).name
+    assert _filelist(tmp_path / "a")[0]["FileName"] != H.draw_params(SEED, 0).name
     assert "videos/s" in a.describe()
 
 
@@ -216,7 +218,7 @@ def test_synth_empty_existing_folder_is_accepted(tmp_path: Path) -> None:
 
 
 def test_synth_parameter_distributions() -> None:
-    params = [S.draw_params(11, i) for i in range(2000)]
+    params = [H.draw_params(11, i) for i in range(2000)]
     ef = np.array([p.ef for p in params])
     assert abs(ef.mean() - 55.0) < 3.0
     assert abs(ef.std() - 12.0) < 3.0
@@ -239,10 +241,10 @@ def test_synth_parameter_distributions() -> None:
 
 
 def test_synth_volume_calibration() -> None:
-    ml = S.PIXEL_SPACING_CM**3
-    params = [S.draw_params(5, i) for i in range(600)]
-    edv = np.array([simpson_volume_rows(S.tracing_rows(p, 0.0)) * ml for p in params])
-    esv = np.array([simpson_volume_rows(S.tracing_rows(p, 1.0)) * ml for p in params])
+    ml = H.PIXEL_SPACING_CM**3
+    params = [H.draw_params(5, i) for i in range(600)]
+    edv = np.array([simpson_volume_rows(H.tracing_rows(p, 0.0)) * ml for p in params])
+    esv = np.array([simpson_volume_rows(H.tracing_rows(p, 1.0)) * ml for p in params])
     assert 70 < np.median(edv) < 92 and 27 < np.median(esv) < 42
     ef = 100 * (edv - esv) / edv
     assert np.allclose(ef, [p.ef for p in params], atol=1e-6)
@@ -250,7 +252,7 @@ def test_synth_volume_calibration() -> None:
 
 def test_synth_contraction_waveform() -> None:
     phase = np.linspace(0.0, 1.0, 1001)
-    c = S.contraction(phase, 0.35)
+    c = H.contraction(phase, 0.35)
     assert c[0] == pytest.approx(0.0) and c[350] == pytest.approx(1.0)
     assert c.min() >= 0.0 and c.max() <= 1.0 + 1e-12
     assert np.all(np.diff(c[:351]) >= -1e-12)  # systole only contracts

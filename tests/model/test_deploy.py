@@ -11,10 +11,12 @@ from torch import nn
 
 from echoedge.errors import EchoEdgeError
 from echoedge.model.checkpoint import SHIPPED, load_checkpoint
-from echoedge.model.deploy import (
-    DeployCheck, DeployError, BatchNorm3dAs2d, Conv3dAs2d, Pool3dAs2d, assert_deploy_equal,
-    check_deploy_equal, find_3d_ops, to_deploy_form,
+from echoedge.model.deploy import DeployError, to_deploy_form
+from echoedge.model.deploy_bn_pool import BatchNorm3dAs2d, Pool3dAs2d
+from echoedge.model.deploy_check import (
+    DeployCheck, assert_deploy_equal, check_deploy_equal, find_3d_ops,
 )
+from echoedge.model.deploy_conv import Conv3dAs2d
 from echoedge.model.config import get_config
 from echoedge.model.network import OUTPUT_NAMES, build_model
 

@@ -165,7 +165,7 @@ def test_keep_float_is_checked_before_converting(tmp_path, fragile_model):
 def test_mixed_core_ml_w8_keeps_the_unit_weights_fp16(tmp_path, fragile_model):
     """Core ML per-op selection: the kept unit's weight stays an fp16 const, the others int8."""
     pytest.importorskip("coremltools")
-    from echoedge.validate.coreml_interp import load_mil_program
+    from echoedge.mil.program import load_mil_program
 
     out = emit_mixed(fragile_model(), SPEC, "coreml", ["conv2"], tmp_path / "cm", None, "b" * 64,
                      progress=False)

@@ -177,7 +177,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_job, synth_root, tmp_path, capsys
 
 def test_report_renders_the_section_from_the_dict_alone(first_run, tiny_job):
     """No --report needed: any report dict with a `debug_quant` key renders the section."""
-    from echoedge.quantdebug.job import report_section
+    from echoedge.quantdebug.output import report_section
     from echoedge.validate.report_html import render_html
     from echoedge.validate.report_json import read_report
     from echoedge.validate.report_md import render_markdown
@@ -198,7 +198,7 @@ def test_report_renders_the_section_from_the_dict_alone(first_run, tiny_job):
 
 
 def test_goal_verdict_per_format_names_the_reason():
-    from echoedge.quantdebug.job import goal_verdicts
+    from echoedge.quantdebug.candidates import goal_verdicts
 
     def cand(name, fmt, prec, d, speed, runtime="rt"):
         return {"name": name, "folder": f"/a/{name}", "format": fmt, "precision": prec, "mean_abs_def": d,

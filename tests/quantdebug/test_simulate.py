@@ -128,7 +128,7 @@ def test_calibrating_once_gives_the_same_simulation():
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from echoedge.convert.executorch import quantizer_for
-    from echoedge.quantdebug.simulate import load_observer_stats, observer_stats
+    from echoedge.quantdebug.observers import load_observer_stats, observer_stats
 
     torch.manual_seed(0)
     toy = Toy().eval()

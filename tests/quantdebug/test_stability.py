@@ -11,9 +11,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
 from echoedge.errors import EchoEdgeError  # noqa: E402
+from echoedge.quantdebug.draws import disjoint_plans, partition_videos  # noqa: E402
+from echoedge.quantdebug.observers import RangeCache, prepare_recipe  # noqa: E402
+from echoedge.quantdebug.size_curve import SizePoint, recommend  # noqa: E402
 from echoedge.quantdebug.stability import (  # noqa: E402
-    RangeCache, SizePoint, calibration_stability, disjoint_plans, evaluation_videos,
-    partition_videos, plot_stability, prepare_recipe, recommend, stability_table,
+    calibration_stability, evaluation_videos, plot_stability, stability_table,
 )
 
 

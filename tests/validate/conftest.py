@@ -16,7 +16,8 @@ import pytest
 
 
 def _need_executorch() -> None:
-    # Inside the fixtures, not at import: this conftest also governs test_coreml_interp.py.
+    # Inside the fixtures, not at import: this conftest also governs the tests here that need
+    # no ExecuTorch.
     pytest.importorskip("torch")
     pytest.importorskip("executorch")
 

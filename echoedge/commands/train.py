@@ -1,0 +1,58 @@
+"""`echo-edge train`: train Echo-E3Net on an EchoNet-Dynamic-format dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from echoedge.commands.common import DEFAULT_CONFIG
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train Echo-E3Net on an EchoNet-Dynamic-format dataset",
+        description="AdamW + warm-up + cosine, shift augmentation, per-epoch VAL MAE, best.pt and "
+        "last.pt in --out, log.csv/log.json/curves.png. Uses CUDA (bf16 autocast) when present; "
+        "for several GPUs or processes launch with `torchrun --nproc_per_node N -m echoedge.cli train ...`.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="EchoNet-Dynamic-format folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="model preset (default: paper)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--repeats", type=int, default=1, help="clips per TRAIN video per epoch")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-clips", type=int, default=2, help="clips per VAL video for the epoch MAE")
+    p.add_argument("--val-videos", type=int, default=None, help="limit VAL videos (faster epochs)")
+    p.add_argument("--max-train-videos", type=int, default=None)
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="fit the cosine schedule so that training ends within this wall time")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--cache-dir", type=Path, default=None, help="decoded-frame cache folder")
+    p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from echoedge.model.train import TrainConfig, train
+
+    tc = TrainConfig(
+        data=str(args.data), out=str(args.out), config=args.config, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        repeats=args.repeats, workers=args.workers, seed=args.seed, val_clips=args.val_clips,
+        val_videos=args.val_videos, max_train_videos=args.max_train_videos,
+        time_budget_s=args.time_budget, device=args.device, amp=not args.no_amp,
+        cache_dir=str(args.cache_dir) if args.cache_dir else None, resume=args.resume,
+        progress=not args.no_progress,
+    )
+    res = train(tc)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best VAL MAE {res.best_val_mae:.2f} after {res.epochs} epochs in {res.wall_s / 60:.1f} min; "
+              f"checkpoints: {res.best}, {res.last}")
+    return 0

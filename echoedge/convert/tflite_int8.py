@@ -1,0 +1,204 @@
+"""Selective int8 for TFLite: which ops stay float, and how tf.lite is told.
+
+Static int8 calibrated on the echo calibration set, with the numerically fragile ops (layer-norm
+pieces, softmax, attention matmuls, ...; FLOAT_OPS_IN_INT8) denylisted through tf.lite's
+QuantizationDebugger so they stay float (`selective_int8`). For Echo-E3Net the recipe is also
+scoped, as ExecuTorch's (executorch.int8_scope): only the CNN stages (95 % of the MACs) are int8,
+every op outside them is a denylisted node and stays float (`int8_scope_plan` maps the module scope
+onto the TFLite graph). Other models: CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED all int8.
+
+tensorflow / onnx are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from echoedge.convert.tflite_ops import GraphOp, tflite_graph
+from echoedge.errors import EchoEdgeError
+
+# Ops kept float in the selective int8 file (tf.lite op names). Measured on this machine
+# (toolchain.md): quantizing layer norm, softmax, tanh and the attention matmuls made XNNPACK split
+# the graph into ~25 pieces, and the file slower and less accurate than leaving them float.
+FLOAT_OPS_IN_INT8 = ("RSQRT", "SQUARED_DIFFERENCE", "SOFTMAX", "MEAN", "SUB", "TANH",
+                     "BATCH_MATMUL", "LOGISTIC", "REDUCE_MAX", "SQRT", "DIV", "SUM", "MAXIMUM",
+                     "POW")
+
+
+# ----------------------------------------------------------------------------- int8 scope
+def int8_scope(model: Any) -> tuple[str, ...] | None:
+    """Module-path prefixes whose convs the int8 file quantizes (None: the whole graph).
+
+    The ExecuTorch recipe's scope (echoedge.convert.executorch.int8_scope, measured there): for
+    Echo-E3Net the CNN stages, 95 % of the multiply-adds; the stem (12 weights, the most
+    EF-sensitive layer), the hybrid stages, E2CBD and E2FA stay float.
+    """
+    from echoedge.convert.executorch import int8_scope as recipe_scope
+
+    return recipe_scope(model)
+
+
+@dataclass
+class Int8ScopePlan:
+    """A module scope mapped onto one (calibrated, float) TFLite graph.
+
+    onnx2tf does not keep the ONNX node names (its ops are named `tf.nn.convolution_5` and the
+    like), so the scope is located by weights: an ONNX Conv inside the scope (its node name starts
+    with the module path, e.g. /encoder/cnn.0/...) is the TFLite CONV_2D / DEPTHWISE_CONV_2D whose
+    filter holds the same numbers. The int8 part is those convs and every op they depend on; every
+    other op is a denylisted node (QuantizationDebugOptions.denylisted_nodes, matched on op
+    output-tensor names) and stays float.
+    """
+
+    modules: tuple[str, ...]
+    onnx_convs: int  # Conv nodes of the ONNX graph inside the scope
+    heavy_nodes: list[str]  # output names of the in-scope convs in the TFLite graph
+    int8_part_ops: int  # ops in the int8 part (in-scope convs and their ancestors)
+    denylisted_nodes: list[str]  # output names of every other op
+    kept_float_nodes: list[str] = field(default_factory=list)  # in-scope convs kept float (mixed)
+    kept_float: tuple[str, ...] = ()  # the module paths they belong to
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"int8_modules": list(self.modules), "onnx_convs_in_scope": self.onnx_convs,
+                "int8_convs": len(self.heavy_nodes), "int8_part_ops": self.int8_part_ops,
+                "denylisted_nodes": len(self.denylisted_nodes),
+                "located_by": "in-scope ONNX Conv weights matched to TFLite conv filters; their "
+                              "ancestors are the int8 part, every other op a denylisted node",
+                **({"kept_float": list(self.kept_float), "kept_float_convs": len(self.kept_float_nodes),
+                    "kept_float_nodes": list(self.kept_float_nodes)} if self.kept_float else {})}
+
+
+def _onnx_scope_weights(onnx_path: Path, modules: Sequence[str]) -> list[np.ndarray]:
+    """Weights of the ONNX Conv nodes inside `modules`, each in the layouts a TFLite filter can
+    take: CONV_2D (O, kh, kw, I) and, for a depthwise conv, DEPTHWISE_CONV_2D (1, kh, kw, O)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:  # constants onnxsim left as Constant nodes
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    # ONNX names nodes after module paths with '/' between attributes (/encoder/cnn.0/block/...).
+    prefixes = tuple("/" + m.replace(".", "/") for m in modules)
+    weights = []
+    for n in graph.node:
+        if n.op_type != "Conv" or not n.name.startswith(prefixes):
+            continue
+        w = inits.get(n.input[1])
+        if w is None or w.ndim != 4:
+            raise EchoEdgeError(f"{onnx_path.name}: in-scope conv {n.name} has no constant 4-D weight")
+        weights.append(w.astype(np.float32))
+    return weights
+
+
+def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str],
+                    float_weights: Sequence[np.ndarray] = (),
+                    keep_float: Sequence[str] = ()) -> Int8ScopePlan:
+    """Map a module scope onto a float (calibrated) TFLite graph converted from `onnx_path`.
+
+    `float_weights` (torch layout (O, I, kh, kw)) are the convs of the `keep_float` modules: their
+    TFLite convs are denylisted (float) even inside the scope, and so are not part of the int8
+    part unless an int8 conv depends on them (then only they are denylisted).
+    """
+    weights = _onnx_scope_weights(onnx_path, modules)
+    if not weights:
+        raise EchoEdgeError(f"{onnx_path.name}: no Conv node is named under the int8 scope "
+                            f"({', '.join(modules)}); cannot scope the int8 file")
+    ops, names, const = tflite_graph(tflite)
+    by_shape: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    for k, w in enumerate(weights):
+        by_shape.setdefault(w.transpose(0, 2, 3, 1).shape, []).append((k, w.transpose(0, 2, 3, 1)))
+        if w.shape[1] == 1:
+            by_shape.setdefault(w.transpose(1, 2, 3, 0).shape, []).append((k, w.transpose(1, 2, 3, 0)))
+    found: set[int] = set()
+    heavy: list[int] = []
+    for i, o in enumerate(ops):
+        if o.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(o.inputs) < 2:
+            continue
+        f = const(o.inputs[1])
+        if f is None:
+            continue
+        hits = [k for k, w in by_shape.get(f.shape, []) if np.array_equal(f, w)]
+        if hits:
+            found.update(hits)
+            heavy.append(i)
+    if len(found) != len(weights):
+        raise EchoEdgeError(f"{onnx_path.name}: {len(weights) - len(found)} of the {len(weights)} "
+                            f"in-scope convs ({', '.join(modules)}) were not found in the TFLite "
+                            "graph (onnx2tf changed their weights); cannot scope the int8 file")
+    kept = _locate_convs(ops, const, float_weights) if len(float_weights) else set()
+    if len(float_weights) and len(kept) < len(float_weights):
+        raise EchoEdgeError(f"{onnx_path.name}: only {len(kept)} of the {len(float_weights)} convs kept "
+                            f"float ({', '.join(keep_float)}) were found in the TFLite graph")
+    heavy = [i for i in heavy if i not in kept]
+    producer = {t: i for i, o in enumerate(ops) for t in o.outputs}
+    part: set[int] = set()
+    todo = list(heavy)
+    while todo:  # the in-scope convs and everything they depend on
+        i = todo.pop()
+        if i in part:
+            continue
+        part.add(i)
+        todo.extend(producer[t] for t in ops[i].inputs if t in producer)
+    part -= kept  # a kept-float conv stays float even when an int8 conv depends on it
+    deny = [names[t] for i, o in enumerate(ops) if i not in part for t in o.outputs]
+    return Int8ScopePlan(tuple(modules), len(weights), [names[ops[i].outputs[0]] for i in heavy],
+                         len(part), deny, [names[ops[i].outputs[0]] for i in sorted(kept)],
+                         tuple(keep_float))
+
+
+def _locate_convs(ops: list[GraphOp], const: Callable[[int], np.ndarray | None],
+                  weights: Sequence[np.ndarray]) -> set[int]:
+    """Indices of the CONV_2D / DEPTHWISE_CONV_2D ops whose filter equals one of `weights`
+    (torch layout), in either TFLite filter layout."""
+    by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for w in weights:
+        by_shape.setdefault(w.transpose(0, 2, 3, 1).shape, []).append(w.transpose(0, 2, 3, 1))
+        if w.shape[1] == 1:
+            by_shape.setdefault(w.transpose(1, 2, 3, 0).shape, []).append(w.transpose(1, 2, 3, 0))
+    hits = set()
+    for i, o in enumerate(ops):
+        if o.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(o.inputs) < 2:
+            continue
+        f = const(o.inputs[1])
+        if f is not None and any(np.array_equal(f, w) for w in by_shape.get(f.shape, [])):
+            hits.add(i)
+    return hits
+
+
+# ----------------------------------------------------------------------------- QuantizationDebugger
+def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np.ndarray]]],
+                   scope: Sequence[str] | None = None, onnx_path: Path | None = None,
+                   float_weights: Sequence[np.ndarray] = (),
+                   keep_float: Sequence[str] = ()) -> tuple[bytes, Int8ScopePlan | None]:
+    """The selective int8 .tflite bytes of a TFLiteConverter (SavedModel, TFLITE_BUILTINS), and the
+    scope plan when `scope` (with the ONNX file the SavedModel came from) limits int8 to the convs
+    of those modules. Runs inside the caller's output capture."""
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=representative,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=list(FLOAT_OPS_IN_INT8)))
+    if not scope:
+        return bytes(debugger.get_nondebug_quantized_model()), None
+    if onnx_path is None:
+        raise EchoEdgeError("a scoped int8 conversion needs the ONNX file of the SavedModel")
+    # Node names exist only once the calibrated graph does: read them from it, then
+    # quantize again with the out-of-scope nodes denylisted (the options setter does).
+    plan = int8_scope_plan(bytes(debugger.calibrated_model), onnx_path, scope,
+                           float_weights, keep_float)
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_ops=list(FLOAT_OPS_IN_INT8), denylisted_nodes=plan.denylisted_nodes)
+    return bytes(debugger.get_nondebug_quantized_model()), plan
+
+
+__all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "Int8ScopePlan", "int8_scope", "int8_scope_plan",
+                          "selective_int8")

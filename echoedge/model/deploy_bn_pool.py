@@ -1,0 +1,98 @@
+"""BatchNorm3d and MaxPool3d / AvgPool3d as their 2D counterparts on frames.
+
+A BatchNorm3d that no Conv3d absorbs becomes a BatchNorm2d on the folded frames; a 3D pool reduces
+each time group with `maximum` / `add` of step-1 slices, then pools in 2D (echoedge.model.deploy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from echoedge.model.deploy_frames import (
+    Batched5D, DeployError, TimeWindow, from_frames, split_taps, to_frames,
+)
+
+
+# ---------------------------------------------------------------------------- batch norm
+class BatchNorm3dAs2d(Batched5D):
+    """BatchNorm3d as BatchNorm2d on the folded frames: the same per-channel statistics."""
+
+    def __init__(self, bn3: nn.BatchNorm3d) -> None:
+        super().__init__()
+        like = bn3.weight if bn3.affine else bn3.running_mean
+        where = {} if like is None else {"device": like.device, "dtype": like.dtype}
+        self.bn = nn.BatchNorm2d(bn3.num_features, bn3.eps, bn3.momentum, bn3.affine,
+                                 bn3.track_running_stats, **where)
+        self.bn.load_state_dict(bn3.state_dict())
+        self.bn.eval()
+
+    def forward5d(self, x: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        y = self.bn(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
+        return from_frames(y, b, t, self.contiguous_out)
+
+
+# ---------------------------------------------------------------------------- pooling
+class Pool3dAs2d(Batched5D):
+    """MaxPool3d / AvgPool3d: time group reduced with maximum/add of step-1 slices, then 2D pool."""
+
+    def __init__(self, pool: nn.MaxPool3d | nn.AvgPool3d, where: str) -> None:
+        super().__init__()
+        k, s, p = (_triple(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size,
+                                         pool.padding))
+        self.where = where
+        self.is_max = isinstance(pool, nn.MaxPool3d)
+        d = _triple(pool.dilation) if self.is_max else (1, 1, 1)
+        _check_pool3d(pool, k, s, p, d, where)
+        self.window = TimeWindow(k[0], s[0], d[0] if k[0] > 1 else 1)
+        self.ceil_mode = pool.ceil_mode
+        self.divisor = getattr(pool, "divisor_override", None)
+        if k[1:] == (1, 1) and s[1:] == (1, 1) and p[1:] == (0, 0) and self.divisor is None:
+            self.spatial: nn.Module = nn.Identity()
+        elif self.is_max:
+            self.spatial = nn.MaxPool2d(k[1:], s[1:], p[1:], d[1:], ceil_mode=pool.ceil_mode)
+        else:
+            # The time sum is divided here, so the 2D pool divides by the spatial window only;
+            # with divisor_override it divides by the override alone, as AvgPool3d does.
+            self.spatial = nn.AvgPool2d(k[1:], s[1:], p[1:], ceil_mode=pool.ceil_mode,
+                                        count_include_pad=pool.count_include_pad,
+                                        divisor_override=self.divisor)
+
+    def forward5d(self, x: Tensor) -> Tensor:
+        x3, (b, c, t, h, w) = to_frames(x)
+        t_out = self.window.out_frames(t)
+        if self.ceil_mode and (t - self.window.kernel) % self.window.stride:
+            raise DeployError(f"{self.where}: ceil_mode pooling over {t} frames with temporal "
+                              f"kernel {self.window.kernel} adds a partial window; no rewrite")
+        taps = split_taps(x3, self.window, t_out)
+        y = taps[0]
+        for xi in taps[1:]:
+            y = torch.maximum(y, xi) if self.is_max else y + xi
+        if not self.is_max and len(taps) > 1 and self.divisor is None:
+            y = y * (1.0 / len(taps))
+        y = self.spatial(y.reshape(b * t_out, c, h, w))
+        return from_frames(y, b, t_out, self.contiguous_out)
+
+
+def _triple(v: Any) -> tuple[int, int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
+
+
+def _check_pool3d(pool: nn.Module, k: tuple[int, ...], s: tuple[int, ...], p: tuple[int, ...],
+                  d: tuple[int, ...], where: str) -> None:
+    op = type(pool).__name__
+    if getattr(pool, "return_indices", False):
+        raise DeployError(f"{where} ({op}): return_indices has no 2D rewrite")
+    if p[0]:
+        raise DeployError(f"{where} ({op}): temporal padding {p[0]} has no 2D rewrite")
+    if k[0] > 1 and d[0] > 1:
+        raise DeployError(f"{where} ({op}): temporal dilation {d[0]} has no 2D rewrite")
+    if not (k[0] == 1 or s[0] == k[0]):
+        raise DeployError(f"{where} ({op}): temporal kernel {k[0]} with temporal stride {s[0]}; "
+                          f"only kernel == stride (or kernel 1) avoids strided slicing")
+
+
+__all__ = ["BatchNorm3dAs2d", "Pool3dAs2d"]
