@@ -194,21 +194,36 @@ def _make_frames_substitutes() -> dict[str, type]:
                         y = y + conv(xi)
             return self.post(y)
 
+        def _tap_outputs(self, f: Any) -> dict[int, tuple[int, Any]]:
+            """Each tap's conv once over the output frames that read it, as the deploy form does
+            (Conv3dAs2d._tap_outputs): one call site per conv, so every one is quantized."""
+            win = self.window
+            span: dict[int, tuple[int, int]] = {}
+            for t0, t1, a, z in self.runs:
+                for i in range(a, z + 1):
+                    lo, hi = span.get(i, (t0, t1))
+                    span[i] = (min(lo, t0), max(hi, t1))
+            return {i: (lo, self.convs[i](f[lo - win.pad_before + i * win.dilation:
+                                           hi - win.pad_before + i * win.dilation]))
+                    for i, (lo, hi) in sorted(span.items())}
+
         def _runs(self, f: Any) -> Any:
             win = self.window
             parts = []
+            per_tap = None if self.stacked else self._tap_outputs(f)
             for t0, t1, a, z in self.runs:
                 n = t1 - t0
-                starts = [t0 - win.pad_before + i * win.dilation for i in range(a, z + 1)]
-                taps = [f[s:s + n] for s in starts]
                 if self.stacked:
+                    starts = [t0 - win.pad_before + i * win.dilation for i in range(a, z + 1)]
+                    taps = [f[s:s + n] for s in starts]
                     conv = (self.convs[0] if (a, z) == (0, win.kernel - 1)
                             else self.run_convs[f"{a}_{z}"])
                     y = conv(taps[0] if len(taps) == 1 else torch.cat(taps, dim=1))
                 else:
                     y = None
-                    for i, xi in zip(range(a, z + 1), taps):
-                        yi = self.convs[i](xi)
+                    for i in range(a, z + 1):
+                        first, yi = per_tap[i]
+                        yi = yi[t0 - first:t1 - first]
                         y = yi if y is None else y + yi
                 parts.append(y)
             y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)

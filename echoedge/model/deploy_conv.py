@@ -152,18 +152,21 @@ class Conv3dAs2d(Batched5D):
     def _forward_runs(self, x3: Tensor, b: int, c: int, h: int, w: int) -> Tensor:
         win = self.window
         parts = []
+        per_tap = None if self.stacked else self._tap_outputs(x3, b, c, h, w)
         for t0, t1, a, z in self.runs:
             n = t1 - t0
-            start = [t0 - win.pad_before + i * win.dilation for i in range(a, z + 1)]
-            taps = [x3[:, s:s + n] for s in start]
             if self.stacked:
+                start = [t0 - win.pad_before + i * win.dilation for i in range(a, z + 1)]
+                taps = [x3[:, s:s + n] for s in start]
                 conv = self.convs[0] if (a, z) == (0, win.kernel - 1) else self.run_convs[f"{a}_{z}"]
                 xs = taps[0] if len(taps) == 1 else torch.cat(taps, dim=2)
                 y = conv(xs.reshape(b * n, len(taps) * c, h, w))
             else:
                 y = None
-                for i, xi in zip(range(a, z + 1), taps):
-                    yi = self.convs[i](xi.reshape(b * n, c, h, w))
+                for i in range(a, z + 1):
+                    first, yi = per_tap[i]
+                    yi = yi[:, t0 - first:t1 - first]
+                    yi = yi.reshape(b * n, *yi.shape[2:])
                     y = yi if y is None else y + yi
             parts.append(y)
         if len(parts) == 1:
@@ -176,6 +179,28 @@ class Conv3dAs2d(Batched5D):
         if self.run_bias is not None:
             y = y + self.run_bias
         return y
+
+    def _tap_outputs(self, x3: Tensor, b: int, c: int, h: int, w: int) -> dict[int, tuple[int, Tensor]]:
+        """Per tap: (first output frame, the tap's conv over every output frame that reads it).
+
+        Each tap's conv runs once, over the contiguous range of output frames whose window reads
+        a real frame through that tap, and the runs slice what they need (step-1 slices of the
+        output). Calling one conv module once per run instead would share its weight between
+        call sites, and PT2E quantizers annotate only the first site: the others stayed float
+        in the int8 programs (and XNNPACK rejected an int8 conv whose shared bias stayed float).
+        """
+        win = self.window
+        span: dict[int, tuple[int, int]] = {}
+        for t0, t1, a, z in self.runs:
+            for i in range(a, z + 1):
+                lo, hi = span.get(i, (t0, t1))
+                span[i] = (min(lo, t0), max(hi, t1))
+        out = {}
+        for i, (lo, hi) in sorted(span.items()):
+            s, n = lo - win.pad_before + i * win.dilation, hi - lo
+            y = self.convs[i](x3[:, s:s + n].reshape(b * n, c, h, w))
+            out[i] = (lo, y.reshape(b, n, *y.shape[1:]))
+        return out
 
     def forward5d(self, x: Tensor) -> Tensor:
         x3, (b, c, t, h, w) = to_frames(x)
