@@ -154,8 +154,8 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
     """Run `build(tmp_dir)` and move the folder it filled to `out_dir` only if it returned.
 
     `build` writes the model file (and any side files) into `tmp_dir` and returns the manifest;
-    this function fills `model_sha256`, `model_bytes` and `created_at` from the file itself and
-    writes `manifest.json`. An existing `out_dir` is an error unless `overwrite`, and even then
+    this function fills `model_sha256`, `model_bytes`, `created_at` and `details["weights"]` (the
+    weight bytes by dtype, echoedge.convert.weights) from the file itself and writes `manifest.json`. An existing `out_dir` is an error unless `overwrite`, and even then
     only an artefact folder (one with a manifest) or an empty folder is replaced, so a typo in
     --out cannot wipe an unrelated directory.
     """
@@ -178,12 +178,25 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
         manifest.model_sha256 = model_sha256(model)
         manifest.model_bytes = model_bytes(model)
         manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if manifest.format in FORMATS:
+            manifest.details = {**manifest.details, "weights": read_weights(model, manifest.format)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:  # KeyboardInterrupt too: nothing half-built may survive
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def read_weights(model: Path, fmt: str) -> dict[str, Any]:
+    """The file's weight breakdown (echoedge.convert.weights) as a manifest entry; never raises."""
+    from echoedge.convert.weights import weight_breakdown
+
+    try:
+        return weight_breakdown(model, fmt).to_dict()
+    except EchoEdgeError as e:  # the artefact is still usable; the manifest says what could not be read
+        # Named by file name: the build folder is a temporary sibling renamed after this.
+        return {"error": str(e).replace(str(model), model.name)}
 
 
 def _umask() -> int:

@@ -39,7 +39,7 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     rl = ref.get("latency") or {}
     rows = [{
         "artefact": "reference (eager fp32)", "format": "pytorch", "precision": "fp32",
-        "runtime": ref["runtime"], "status": "REFERENCE", "size": "–",
+        "runtime": ref["runtime"], "status": "REFERENCE", "size": "–", "int8_w": "–",
         "mae": fmt(ref["vs_truth"]["mae"]), "mean_d": "0", "p95_d": "0", "max_d": "0",
         "band_ref": "100.0", "band_truth": fmt(100 * ref["vs_truth"]["band_agreement"], ".1f"),
         "latency": f"{rl['p50_ms']:.1f} / {rl['p90_ms']:.1f}" if rl else "–", "speedup": "1.00×",
@@ -51,6 +51,8 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "artefact": e["name"], "format": e["format"], "precision": e["precision"],
             "runtime": e.get("runtime") or "–", "status": e["status"],
             "size": size_mb(e["facts"].get("model_bytes")),
+            "int8_w": fmt(100 * e["facts"]["int8_weight_share"], ".1f")
+            if e["facts"].get("int8_weight_share") is not None else "–",
             "mae": fmt(vt["mae"]) if vt else "–",
             "mean_d": fmt(vr["ef"]["mean_abs"], ".3f") if vr else "–",
             "p95_d": fmt(vr["ef"]["p95_abs"], ".3f") if vr else "–",
@@ -65,7 +67,7 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
 
 
 COLUMNS = (("artefact", "artefact"), ("status", "status"), ("runtime", "runtime"), ("size", "size"),
-           ("mae", "EF MAE vs truth"), ("mean_d", "mean |ΔEF|"), ("p95_d", "p95 |ΔEF|"),
+           ("int8_w", "int8 weights %"), ("mae", "EF MAE vs truth"), ("mean_d", "mean |ΔEF|"), ("p95_d", "p95 |ΔEF|"),
            ("max_d", "max |ΔEF|"), ("band_ref", "band agr. ref %"), ("band_truth", "band agr. truth %"),
            ("latency", "p50 / p90 ms"), ("speedup", "speed-up"))
 
@@ -228,7 +230,7 @@ def summary_table(report: dict[str, Any]) -> str:
     """A fixed-width table for the terminal (same rows as the Markdown)."""
     cols = (("artefact", "artefact"), ("status", "status"), ("mae", "MAE"), ("mean_d", "mean|ΔEF|"),
             ("p95_d", "p95|ΔEF|"), ("band_ref", "band%ref"), ("latency", "p50/p90 ms"),
-            ("speedup", "speed-up"), ("size", "size"))
+            ("speedup", "speed-up"), ("size", "size"), ("int8_w", "int8 w%"))
     rows = status_rows(report)
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in cols]
     out = ["  ".join(h.ljust(w) for (_, h), w in zip(cols, widths))]

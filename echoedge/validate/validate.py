@@ -260,6 +260,7 @@ def _facts(manifest: Any) -> dict[str, Any]:
     def pick(*vals: Any) -> Any:
         return next((v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
 
+    weights = d.get("weights") if isinstance(d.get("weights"), dict) else {}
     frac = pick(d.get("int8_op_fraction"), ops.get("int8_fraction"))
     delegated = pick(d.get("delegated_ops"), ops.get("delegated"), deleg.get("xnnpack_nodes"),
                      deleg.get("delegated_nodes"))
@@ -272,6 +273,10 @@ def _facts(manifest: Any) -> dict[str, Any]:
         "source_checkpoint_sha256": manifest.source_checkpoint_sha256,
         "calibration_id": manifest.calibration_id,
         "int8_op_fraction": float(frac) if frac is not None else None,
+        # Read from the model file by the converter (echoedge.convert.weights); absent in
+        # artefacts written before it existed.
+        "int8_weight_share": weights.get("int8_share"),
+        "weight_bytes_by_dtype": weights.get("bytes_by_dtype"),
         "delegated_ops": int(delegated) if delegated is not None else None,
         "fallback_ops": int(fallback) if fallback is not None else None,
         "created_at": manifest.created_at,

@@ -48,7 +48,10 @@ def test_manifest_round_trip_keeps_every_field(tmp_path):
     assert ClipSpec.from_dict(m.clip_spec) == ClipSpec(frames=4, height=16, width=16)
     import hashlib
     assert m.model_sha256 == hashlib.sha256(b"weights").hexdigest() and m.model_bytes == 7
-    assert m.created_at and m.tool_versions["torch"] and m.details == {"delegation": {"n": 3}}
+    assert m.created_at and m.tool_versions["torch"] and m.details["delegation"] == {"n": 3}
+    # The weight breakdown is read from the file itself: these 7 bytes are no program, and the
+    # manifest says so by file name instead of inventing figures.
+    assert m.details["weights"] == {"error": "model.bin: not an ExecuTorch program (no ET file identifier)"}
 
 
 def test_manifest_missing_field_is_named(tmp_path):

@@ -180,6 +180,14 @@ def test_manifests_record_program_quantization_and_hashes(artefacts, calib):
     for p in ("fp32", "fp16"):
         assert ms[p].details["ml_program"]["quantization_ops"] == {}
         assert ms[p].calibration_id is None and ms[p].details["quantization"]["int8_weight_elements"] == 0
+    # Weight dtypes read from the MIL program itself: the fp32 package stores every conv and
+    # linear weight float, the W8 one stores as int8 exactly the weights its threshold quantizes.
+    fp32_w, w8_w = ms["fp32"].details["weights"], ms["w8"].details["weights"]
+    assert fp32_w["int8_share"] == 0.0
+    assert len(fp32_w["float_weight_layers"]) == fp32_w["heavy_layers"] >= 7
+    assert w8_w["heavy_layers"] == fp32_w["heavy_layers"]
+    assert w8_w["bytes_by_dtype"]["int8"] == ms["w8"].details["quantization"]["int8_weight_elements"]
+    assert len(w8_w["float_weight_layers"]) < w8_w["heavy_layers"]
     w8 = ms["w8"].details
     assert w8["ml_program"]["quantization_ops"].get("constexpr_affine_dequantize", 0) >= 3
     assert "quantize" not in w8["ml_program"]["quantization_ops"]

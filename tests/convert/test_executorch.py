@@ -274,7 +274,8 @@ def test_default_int8_recipe_quantizes_only_the_echo_e3net_conv_stages():
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from echoedge.convert.executorch import int8_scope, quantizer_for
+    from echoedge.convert.executorch import quantizer_for
+    from echoedge.convert.int8_recipe import int8_scope
     from echoedge.model.config import get_config
     from echoedge.model.deploy import to_deploy_form
     from echoedge.model.network import build_model
@@ -298,3 +299,36 @@ def test_default_int8_recipe_quantizes_only_the_echo_e3net_conv_stages():
             assert any(p.startswith("encoder.cnn") for p in paths), paths
     # A model that is not Echo-E3Net gets every conv quantized (no scope).
     assert int8_scope(torch.nn.Conv2d(1, 1, 1)) is None
+
+
+def test_manifest_and_info_read_weight_dtypes_from_the_file(artefacts, capsys):
+    """The weight breakdown is read from model.pte itself: the toy's two convs are int8 in the
+    int8 program and its two Linear layers float (the conv-stages recipe keeps Linear float), so a
+    float layer shows up by name, whatever the recipe claims."""
+    from echoedge.cli import main as cli_main
+    from echoedge.convert.weights import weight_breakdown
+
+    fp32 = read_manifest(artefacts["fp32"]).details["weights"]
+    int8 = read_manifest(artefacts["int8"]).details["weights"]
+    assert fp32["int8_share"] == 0.0 and fp32["heavy_layers"] == 4
+    assert len(fp32["float_weight_layers"]) == 4
+    assert int8["heavy_layers"] == 4 and int8["bytes_by_dtype"]["int8"] > 0
+    assert sorted(x.split(" #")[0] for x in int8["float_weight_layers"]) == ["xnnpack.FullyConnected"] * 2
+    assert int8["ops_by_dtype"]["xnnpack.Conv2d"] == {"int8": 1}
+    # The manifest's figures are the file's: read again, the same.
+    again = weight_breakdown(artefacts["int8"] / "model.pte", "executorch").to_dict()
+    assert again == int8
+    # int8 bytes: the two conv weights (8*1*3*3 + 16*8*3*3 = 1224) and the six scalar constants
+    # of the heads' int8 multiply/add (55 + 12 * z ...), nothing else.
+    assert int8["bytes_by_dtype"]["int8"] == 1224 + 6
+    assert cli_main(["info", str(artefacts["int8"])]) == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "weights stored float: 2" in out
+
+
+def test_info_on_a_folder_that_is_no_artefact_is_one_line(tmp_path, capsys):
+    from echoedge.cli import main as cli_main
+
+    assert cli_main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an echo-edge artefact" in err[0]
