@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware)")
     p.add_argument("--calibration-set", type=Path, default=None,
                    help="reuse a set written by `echo-edge calibrate` instead of drawing one")
+    p.add_argument("--int8-recipe", default="conv-stages", choices=("conv-stages", "whole"),
+                   help="what int8 quantizes (executorch, tflite): conv-stages (default) = "
+                   "Echo-E3Net's CNN stages, the rest float; whole = every conv and linear weight "
+                   "int8 (about a quarter of the fp32 file; ExecuTorch's Linear layers with "
+                   "dynamically quantized activations), the stem float on ExecuTorch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("artefacts"), help="artefacts folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing artefact folders")
@@ -43,7 +48,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     precisions = parse_list(args.precision, PRECISIONS, "precision")
     res = export(resolve_checkpoint(args.checkpoint), resolve_data(args.data), args.out, formats,
                  precisions, calibration=args.calibration, calibration_set=args.calibration_set,
-                 seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir)
+                 seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir,
+                 int8_recipe=args.int8_recipe)
     for path in res.artefacts:
         print(f"wrote {path}")
     return 0

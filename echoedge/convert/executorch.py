@@ -29,6 +29,7 @@ from echoedge.convert.artefact import (
     OUTPUT_NAMES, ArtefactManifest, check_clips, echo_tensor_specs, output_errors, tool_versions,
     write_artefact,
 )
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, WHOLE_KEEP_FLOAT, int8_scope
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
@@ -75,6 +76,7 @@ def export_executorch(
     progress: bool = True,
     overwrite: bool = False,
     keep_float: Sequence[str] = (),
+    recipe: str = DEFAULT_RECIPE,
 ) -> Path:
     """Convert a deploy-form module to an ExecuTorch artefact folder at `out_dir`; return it.
 
@@ -90,6 +92,8 @@ def export_executorch(
         raise EchoEdgeError(f"{out_dir}: int8 needs a calibration set (static quantization "
                             "takes its activation ranges from real clips)")
     keep_float = tuple(keep_float)
+    if recipe not in RECIPES:
+        raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
     if keep_float:
         if precision != "int8":
             raise EchoEdgeError(f"{out_dir}: keep_float applies to int8 only (got {precision})")
@@ -110,7 +114,7 @@ def export_executorch(
 
     def build(tmp: Path) -> ArtefactManifest:
         return _build(model, spec, tmp, precision, clips, calibration, golden,
-                      source_checkpoint_sha256, progress, keep_float)
+                      source_checkpoint_sha256, progress, keep_float, recipe)
 
     return write_artefact(out_dir, build, overwrite=overwrite)
 
@@ -128,7 +132,8 @@ def _refuse_3d_ops(model: Any) -> None:
 
 def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
            calibration: CalibrationData | None, golden: np.ndarray, checkpoint_sha: str,
-           progress: bool, keep_float: Sequence[str] = ()) -> ArtefactManifest:
+           progress: bool, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE
+           ) -> ArtefactManifest:
     import torch
 
     say = print if progress else (lambda *a, **k: None)
@@ -142,7 +147,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     with torch.no_grad():
         ep = torch.export.export(model, example)
         if precision == "int8":
-            ep = _quantize(model, ep, example, clips, progress, keep_float)
+            ep = _quantize(model, ep, example, clips, progress, keep_float, recipe)
     timings["export_quantize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -195,7 +200,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         tool_versions=tool_versions("executorch", "torchao"),
         details={
             "delegation": delegation.to_dict(),
-            "quantization": _quant_details(model, precision, calib, keep_float),
+            "quantization": _quant_details(model, precision, calib, keep_float, recipe, example),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "cases": int(len(golden)), "errors": vs_eager},
             "bundled_program": bundle,
@@ -204,25 +209,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     )
 
 
-def int8_scope(model: Any) -> tuple[str, ...] | None:
-    """Module-path prefixes whose convs the default int8 recipe quantizes (None: every module).
-
-    For Echo-E3Net: the CNN stages, which hold 95 % of the multiply-adds (7.58 of 7.96 GMACs,
-    `echo-edge info`). Float: the stem (a 1x1x1 conv from the grey clip to 12 channels: 12
-    weights, 0.06 % of the multiply-adds, yet the most EF-sensitive layer -- keeping it float
-    won back 0.21 of 0.48 EF points in `echo-edge debug-quant`'s sweep), the hybrid stages
-    (attention, large-kernel attention), E2CBD and E2FA. Measured on the shipped checkpoint
-    (PT2E simulation, 24 TEST videos x 2 clips, 32 ef-stratified calibration clips), mean |dEF|
-    against the fp32 reference: 0.272 with this scope, 0.501 with the stem int8 too;
-    earlier (12 VAL videos): 0.52 with every encoder conv int8, 0.62 with everything int8, 3.7 with
-    everything int8 and XNNPACK's default histogram observers.
-    """
-    from echoedge.model.network import EchoE3Net
-
-    return ("encoder.cnn",) if isinstance(model, EchoE3Net) else None
-
-
-def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = ()) -> Any:
+def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
+              linear: bool = False) -> Any:
     keep = tuple(keep_float)
 
     def quantize(node: Any) -> bool:
@@ -232,7 +220,7 @@ def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = ()) -> 
             return True
         kind = entries[-1][1]
         name = kind.__name__ if isinstance(kind, type) else str(kind)
-        if name.endswith("Linear"):  # attention projections on few tokens: cheap in float
+        if name.endswith("Linear") and not linear:  # attention projections on few tokens: cheap in float
             return False
         paths = [str(path) for path, _ in entries]
         if keep and any(_under(p, k) for p in paths for k in keep):
@@ -246,19 +234,23 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + ".")
 
 
-def quantizer_for(model: Any, keep_float: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
-    """The XNNPACK quantizer of the default int8 recipe, and its description for the manifest.
+def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE,
+                  example: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The XNNPACK quantizer of an int8 recipe, and its description for the manifest.
 
     Symmetric per-channel int8 weights, per-tensor int8 activations with min/max observers:
     XNNPACK's default histogram observers cost ~3 s per calibration clip here and were not more
     accurate for this network. `keep_float` names module paths (and everything under them) kept
     float on top of the recipe: the mixed-precision artefacts of `echo-edge debug-quant`.
+    The "whole" recipe quantizes every module (its convs static int8) but the stem, and gives the
+    Linear layers int8 weights with dynamically quantized activations.
     """
     import dataclasses
 
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config,
     )
+    from torch import nn
     from torchao.quantization.pt2e import MinMaxObserver
 
     config = get_symmetric_quantization_config(is_per_channel=True)
@@ -268,27 +260,80 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = ()) -> tuple[Any, dict
         input_activation=dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer),
         output_activation=dataclasses.replace(config.output_activation, observer_or_fake_quant_ctr=observer),
     )
+    if recipe == "whole":
+        keep = tuple(dict.fromkeys([*_present(model, WHOLE_KEEP_FLOAT), *keep_float]))
+        quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(None, keep, True))
+        quantizer.set_module_type(nn.Linear, get_symmetric_quantization_config(is_per_channel=True,
+                                                                               is_dynamic=True))
+        # A Linear on a 2-D input exports as addmm, which XNNPACK takes static but not dynamic:
+        # dynamic, it stayed float on portable kernels. Those get static int8 like the convs.
+        static_linears = [n for n in _linears_on_2d_inputs(model, example) if not _kept(n, keep)]
+        for name in static_linears:
+            quantizer.set_module_name(name, config)
+        recipe_d = {
+            "name": "whole",
+            "weights": "int8 symmetric per-channel, every conv and linear layer",
+            "activations": "convs: int8 per-tensor affine, min/max over the calibration clips; "
+                           "Linear: int8, quantized dynamically per call (XNNPACK qd8)",
+            "int8_modules": "all",
+            "float": ", ".join(keep) if keep else "none",
+        }
+        if static_linears:
+            recipe_d["static_int8_linears"] = static_linears
+        if keep_float:
+            recipe_d["kept_float"] = list(keep_float)
+        return quantizer, recipe_d
     scope = int8_scope(model)
     quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(scope, keep_float))
-    recipe = {
+    recipe_d = {
+        "name": "conv-stages",
         "weights": "int8 symmetric per-channel",
         "activations": "int8 per-tensor affine, min/max over the calibration clips",
         "int8_modules": list(scope) if scope else "all",
         "float": "Linear layers" + ("" if scope is None else " and every module outside int8_modules"),
     }
     if keep_float:
-        recipe["kept_float"] = list(keep_float)
-    return quantizer, recipe
+        recipe_d["kept_float"] = list(keep_float)
+    return quantizer, recipe_d
+
+
+def _kept(name: str, keep: Sequence[str]) -> bool:
+    return any(_under(name, k) for k in keep)
+
+
+def _linears_on_2d_inputs(model: Any, example: Any) -> list[str]:
+    """Names of the Linear modules that see a 2-D input when `model` runs `example` (none without)."""
+    if example is None:
+        return []
+    import torch
+    from torch import nn
+
+    found: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: found.append(name)
+                                     if args and args[0].dim() == 2 else None)
+             for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(*example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return list(dict.fromkeys(found))
+
+
+def _present(model: Any, paths: Sequence[str]) -> list[str]:
+    names = {n for n, _ in model.named_modules()}
+    return [p for p in paths if p in names]
 
 
 def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray | None,
-              progress: bool, keep_float: Sequence[str] = ()) -> Any:
+              progress: bool, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE) -> Any:
     import torch
     from rich.progress import Progress
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     assert clips is not None
-    quantizer, _ = quantizer_for(model, keep_float=keep_float)
+    quantizer, _ = quantizer_for(model, keep_float=keep_float, recipe=recipe, example=example)
     prepared = prepare_pt2e(ep.module(), quantizer)
     # Batch 1, as the program will run: observers then see the per-clip ranges the device sees.
     with Progress(disable=not progress, transient=True) as bar:
@@ -304,6 +349,10 @@ def _lower(ep: Any) -> tuple[Any, Delegation]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
+
+    # A dynamically quantized linear that XNNPACK does not take keeps its choose_qparams /
+    # dequantize on portable kernels; to_executorch needs their out-variants registered.
+    import executorch.kernels.quantized  # noqa: F401
 
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
     info = get_delegation_info(edge.exported_program().graph_module)
@@ -333,12 +382,13 @@ def run_program(path: Path, clips: np.ndarray, quantized: bool) -> list[np.ndarr
 
 
 def _quant_details(model: Any, precision: str, calib: dict[str, Any] | None,
-                   keep_float: Sequence[str] = ()) -> dict[str, Any]:
+                   keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE,
+                   example: Any = None) -> dict[str, Any]:
     if precision == "fp32":
         return {"scheme": None}
     return {
         "scheme": "pt2e static, XNNPACKQuantizer" + (" (mixed: kept_float modules float)" if keep_float else ""),
-        "recipe": quantizer_for(model, keep_float=keep_float)[1],
+        "recipe": quantizer_for(model, keep_float=keep_float, recipe=recipe, example=example)[1],
         "io": "float32 (quantize/dequantize inside the program)",
         "calibration": calib,
     }
@@ -395,4 +445,4 @@ def portable_ops(delegation: dict[str, Any]) -> dict[str, int]:
 
 
 __all__: Sequence[str] = ("export_executorch", "delegation_table", "portable_ops", "run_program",
-                          "PRECISIONS", "RUNTIME")
+                          "PRECISIONS", "RUNTIME", "RECIPES", "DEFAULT_RECIPE")

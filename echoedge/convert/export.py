@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.errors import EchoEdgeError
 
 # format -> (precisions it supports, converter entry point "module:function")
@@ -82,6 +83,7 @@ def export(
     cache_dir: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    int8_recipe: str = DEFAULT_RECIPE,
 ) -> ExportResult:
     import torch
 
@@ -89,6 +91,8 @@ def export(
     from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.deploy import to_deploy_form
 
+    if int8_recipe not in RECIPES:
+        raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
     plan = plan_exports(formats, precisions)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,9 @@ def export(
         convert = _converter(fmt)
         target = out / f"{fmt}-{precision}"
         log(f"{fmt} {precision}: converting -> {target}")
+        # The int8 recipe is ExecuTorch's and TFLite's (Core ML's W8 stores every weight int8).
+        extra = {"recipe": int8_recipe} if precision == "int8" and fmt in ("executorch", "tflite") else {}
         path = convert(deploy, ck.spec, target, precision, cs if precision in CALIBRATED else None,
-                       ck.sha256, progress=progress, overwrite=overwrite)
+                       ck.sha256, progress=progress, overwrite=overwrite, **extra)
         result.artefacts.append(Path(path))
     return result

@@ -39,6 +39,7 @@ from echoedge.convert.artefact import (
     INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, check_clips, output_errors, tool_versions,
     write_artefact,
 )
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.convert.tflite_int8 import FLOAT_OPS_IN_INT8, Int8ScopePlan, int8_scope, selective_int8
 from echoedge.convert.tflite_interpreter import (
     DEFAULT_INTERPRETER, SIGNATURE_KEY, make_interpreter, run_tflite, signature_io, to_layout,
@@ -83,8 +84,13 @@ def export_tflite(
     progress: bool = True,
     overwrite: bool = False,
     keep_float: Sequence[str] = (),
+    recipe: str = DEFAULT_RECIPE,
 ) -> Path:
     """Convert a deploy-form module to a TFLite artefact folder at `out_dir`; return it.
+
+    `recipe` (int8 only): "conv-stages" scopes int8 to Echo-E3Net's CNN stages; "whole" makes
+    every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED int8, the fragile ops
+    (FLOAT_OPS_IN_INT8) float.
 
     `keep_float` (scoped int8 only) names module paths whose convs stay float on top of the
     recipe (mixed precision): their TFLite convs, located by weight, become denylisted nodes.
@@ -96,6 +102,10 @@ def export_tflite(
         raise EchoEdgeError(f"{out_dir}: {precision} needs a calibration set (static quantization "
                             "takes its activation ranges from real clips)")
     keep_float = tuple(keep_float)
+    if recipe not in RECIPES:
+        raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
+    if keep_float and recipe != DEFAULT_RECIPE:
+        raise EchoEdgeError(f"{out_dir}: keep_float needs the scoped int8 recipe ({DEFAULT_RECIPE})")
     float_weights: list[np.ndarray] = []
     if keep_float:
         float_weights = _keep_float_weights(model, keep_float, precision, out_dir)
@@ -112,7 +122,7 @@ def export_tflite(
 
     def build(tmp: Path) -> ArtefactManifest:
         return _build(model, spec, tmp, precision, clips, calibration, golden,
-                      source_checkpoint_sha256, progress, keep_float, float_weights)
+                      source_checkpoint_sha256, progress, keep_float, float_weights, recipe)
 
     return write_artefact(out_dir, build, overwrite=overwrite)
 
@@ -207,7 +217,7 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
 def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndarray | None,
            calibration: CalibrationData | None, golden: np.ndarray, checkpoint_sha: str,
            progress: bool, keep_float: Sequence[str] = (),
-           float_weights: Sequence[np.ndarray] = ()) -> ArtefactManifest:
+           float_weights: Sequence[np.ndarray] = (), recipe: str = DEFAULT_RECIPE) -> ArtefactManifest:
     import torch
 
     say = print if progress else (lambda *a, **k: None)
@@ -225,7 +235,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     # The SavedModel keeps the clip NCTHW (onnx2tf was told so); read it back, do not assume.
     layout = saved_model_layout(fe.saved_model, clip_shape)
     log = fe.folder / f"convert-{precision}.log"
-    scope = int8_scope(model) if precision == "int8" else None
+    scope = int8_scope(model) if precision == "int8" and recipe == DEFAULT_RECIPE else None
     try:
         conv = convert_saved_model(fe.saved_model, precision, clips, layout, log, progress,
                                    scope=scope, onnx_path=fe.folder / "model.onnx",

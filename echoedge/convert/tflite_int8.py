@@ -3,7 +3,7 @@
 Static int8 calibrated on the echo calibration set, with the numerically fragile ops (layer-norm
 pieces, softmax, attention matmuls, ...; FLOAT_OPS_IN_INT8) denylisted through tf.lite's
 QuantizationDebugger so they stay float (`selective_int8`). For Echo-E3Net the recipe is also
-scoped, as ExecuTorch's (executorch.int8_scope): only the CNN stages (95 % of the MACs) are int8,
+scoped, as ExecuTorch's (int8_recipe.int8_scope): only the CNN stages (95 % of the MACs) are int8,
 every op outside them is a denylisted node and stays float (`int8_scope_plan` maps the module scope
 onto the TFLite graph). Other models: CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED all int8.
 
@@ -33,11 +33,11 @@ FLOAT_OPS_IN_INT8 = ("RSQRT", "SQUARED_DIFFERENCE", "SOFTMAX", "MEAN", "SUB", "T
 def int8_scope(model: Any) -> tuple[str, ...] | None:
     """Module-path prefixes whose convs the int8 file quantizes (None: the whole graph).
 
-    The ExecuTorch recipe's scope (echoedge.convert.executorch.int8_scope, measured there): for
+    The ExecuTorch recipe's scope (echoedge.convert.int8_recipe.int8_scope, measured there): for
     Echo-E3Net the CNN stages, 95 % of the multiply-adds; the stem (12 weights, the most
     EF-sensitive layer), the hybrid stages, E2CBD and E2FA stay float.
     """
-    from echoedge.convert.executorch import int8_scope as recipe_scope
+    from echoedge.convert.int8_recipe import int8_scope as recipe_scope
 
     return recipe_scope(model)
 

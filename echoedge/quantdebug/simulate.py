@@ -104,7 +104,7 @@ def quantized_layers(deploy: Any) -> list[str]:
     """Module paths of the convs the int8 recipe quantizes, in forward order (sensitivity units)."""
     from torch import nn
 
-    from echoedge.convert.executorch import int8_scope
+    from echoedge.convert.int8_recipe import int8_scope
 
     scope = int8_scope(deploy)
     out = []

@@ -25,7 +25,7 @@ def test_export_cli_writes_fp32_and_int8_with_one_calibration_set(tmp_path: Path
     out = tmp_path / "artefacts"
     rc = cli_main(["export", "--checkpoint", str(ck), "--data", str(synth_root), "--format", "executorch",
                    "--precision", "fp32,int8", "--calibration", "random:8", "--out", str(out),
-                   "--cache-dir", str(tmp_path / "frames")])
+                   "--cache-dir", str(tmp_path / "frames"), "--int8-recipe", "whole"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "deploy form" in text
@@ -35,6 +35,15 @@ def test_export_cli_writes_fp32_and_int8_with_one_calibration_set(tmp_path: Path
     assert int8["calibration_id"] == calib["id"] and fp32["calibration_id"] is None
     assert fp32["precision"] == "fp32" and int8["precision"] == "int8"
     assert (out / "executorch-int8" / "model.pte").is_file()
+    # Whole-model int8, read back from the program itself: every conv and linear weight is int8
+    # but the stem's (the recipe keeps it float, and says so); nothing else silently stays float.
+    weights = int8["details"]["weights"]
+    assert int8["details"]["quantization"]["recipe"]["name"] == "whole"
+    assert int8["details"]["quantization"]["recipe"]["float"] == "encoder.stem"
+    assert weights["heavy_layers"] > 20
+    assert len(weights["float_weight_layers"]) == 1, weights["float_weight_layers"]
+    assert weights["int8_share"] >= 0.9, weights["bytes_by_dtype"]
+    assert fp32["details"]["weights"]["int8_share"] == 0.0
     # The int8 program runs and stays close to the 3D eager reference (random weights, 8 random
     # calibration clips: a loose bound in EF points and normalised landmark units).
     from echoedge.calibration import load_calibration_set

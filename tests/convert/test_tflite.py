@@ -80,6 +80,8 @@ def artefacts(tmp_path_factory, deploy, calib):
     for p in ("fp32", "fp16", "int8", "int8-full"):
         out[p] = tfl.export_tflite(deploy, SPEC, root / p, p, calib if p.startswith("int8") else None,
                                    "a" * 64, progress=False)
+    out["int8-whole"] = tfl.export_tflite(deploy, SPEC, root / "int8-whole", "int8", calib, "a" * 64,
+                                          progress=False, recipe="whole")
     return out
 
 
@@ -137,6 +139,29 @@ def test_int8_is_really_int8_in_its_scope_and_stays_close(artefacts, deploy):
     for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
         assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
     assert max(_rel(o, e) for o, e in zip(out, eager)) > 1e-6  # quantized, not float relabelled
+
+
+def test_whole_recipe_stores_every_conv_and_linear_weight_int8(artefacts, deploy):
+    """Read back from the flatbuffer: no CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED keeps a
+    float weight, the file passes the strict (unscoped) int8 check, and stays close to eager."""
+    m = read_manifest(artefacts["int8-whole"])
+    w = m.details["weights"]
+    assert w["heavy_layers"] > 20 and w["float_weight_layers"] == [], w["float_weight_layers"]
+    assert w["int8_share"] >= 0.95, w["bytes_by_dtype"]
+    assert m.details["quantization"]["int8_modules"] == "all"
+    path = artefacts["int8-whole"] / m.model_file
+    check_tflite(path, "int8")  # strict: a float heavy op would raise
+    scoped = read_manifest(artefacts["int8"]).details["weights"]
+    assert scoped["float_weight_layers"] and scoped["int8_share"] < w["int8_share"]
+    assert m.model_bytes < read_manifest(artefacts["int8"]).model_bytes
+    x = _clips(3, seed=9)
+    eager = EagerRunner(deploy)(x)
+    with TFLiteRunner(artefacts["int8-whole"]) as r:
+        out = r(x)
+    for name, o, e in zip(OUTPUT_NAMES[:3], out[:3], eager[:3]):
+        assert np.abs(o - e).max() <= INT8_EF_BOUND, name
+    for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
+        assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
 
 
 def test_scoped_check_rejects_float_in_scope_convs_and_unknown_scopes(artefacts, deploy):
@@ -198,10 +223,10 @@ def test_no_artefact_holds_a_flex_op_and_manifests_are_complete(artefacts):
     for p, folder in artefacts.items():
         m = verify_artefact(folder)
         d = m.details
-        assert m.format == "tflite" and m.precision == p
+        assert m.format == "tflite" and m.precision == p.removesuffix("-whole")
         assert inspect_tflite(folder / m.model_file).flex_ops == [] and d["flex_ops"] == []
         assert d["input_layout"] == m.inputs[0].layout == "NCTHW" and m.inputs[0].shape == [1, 1, 16, 64, 64]
-        assert d["route"] == tfl.ROUTES[p] and set(d["signature"]["outputs"]) == set(OUTPUT_NAMES)
+        assert d["route"] == tfl.ROUTES[m.precision] and set(d["signature"]["outputs"]) == set(OUTPUT_NAMES)
         for tool in ("onnx", "onnx2tf", "tensorflow-cpu", "ai-edge-litert"):
             assert m.tool_versions[tool] != "not installed", tool
         assert (m.calibration_id is not None) == p.startswith("int8")
