@@ -16,6 +16,7 @@ junit.xml are rendered from report.json as written.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -128,10 +129,14 @@ def validate(
     }
 
     entries: list[dict[str, Any]] = [dict(e) for e in extra_entries]
+    # The runtimes' own console lines (TensorFlow's oneDNN notice, LiteRT's "Created TensorFlow Lite
+    # XNNPACK delegate", ExecuTorch's threadpool line) go here, never between the status lines.
+    chatter = Path(out) / "logs" / "validate.log"
+    chatter.parent.mkdir(parents=True, exist_ok=True)
     for folder in folders:
         t0 = time.perf_counter()
         entry = _validate_one(folder, records, frames, ck.spec, ref_preds, ref_latency, latency_clip,
-                              train_mean, opt, log)
+                              train_mean, opt, log, chatter)
         timings[entry["name"]] = time.perf_counter() - t0
         entries.append(entry)
     entries.sort(key=lambda e: (_format_rank(e["format"]), _precision_rank(e["precision"]), e["name"]))
@@ -302,8 +307,10 @@ def failed_entry(name: str, folder: str, fmt: str, precision: str, status: str, 
 
 def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds: list,
                   ref_latency: dict[str, Any], latency_clip: np.ndarray, train_mean: float,
-                  opt: ValidateOptions, log: Callable[[str], None]) -> dict[str, Any]:
+                  opt: ValidateOptions, log: Callable[[str], None],
+                  chatter: Path | None = None) -> dict[str, Any]:
     from echoedge.convert.artefact import read_manifest, verify_artefact
+    from echoedge.convert.tflite_onnx2tf import captured_output
     from echoedge.validate.agreement import agreement
     from echoedge.validate.latency import TimedRunner
     from echoedge.validate.runner import open_runner
@@ -328,7 +335,8 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
     log(f"{entry['name']}: {manifest.format} {manifest.precision} ({manifest.runtime})")
 
     try:
-        runner = open_runner(folder, threads=opt.threads)
+        with captured_output(chatter) if chatter else contextlib.nullcontext():
+            runner = open_runner(folder, threads=opt.threads)
     except PlatformError as e:
         return fail(SKIPPED_PLATFORM, "load", e)
     except Exception as e:  # ImportError of a runner that has not landed, a load error, ...
@@ -337,6 +345,9 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
         entry["runtime"] = getattr(runner, "runtime", None) or manifest.runtime
         timed = TimedRunner(runner) if getattr(runner, "measures_latency", True) else None
         try:
+            if timed:  # the runtime's first call logs too: make it here, untimed, into the log
+                with captured_output(chatter) if chatter else contextlib.nullcontext():
+                    runner(latency_clip)
             # Batch 1 when timed: the accuracy calls are the latency series (clips differ, work doesn't).
             preds = _predict(timed or runner, records, frames, spec, opt, entry["name"],
                              batch_size=1 if timed else None)
