@@ -197,15 +197,12 @@ def _make_frames_substitutes() -> dict[str, type]:
         def _tap_outputs(self, f: Any) -> dict[int, tuple[int, Any]]:
             """Each tap's conv once over the output frames that read it, as the deploy form does
             (Conv3dAs2d._tap_outputs): one call site per conv, so every one is quantized."""
+            from echoedge.model.deploy_conv import tap_spans
+
             win = self.window
-            span: dict[int, tuple[int, int]] = {}
-            for t0, t1, a, z in self.runs:
-                for i in range(a, z + 1):
-                    lo, hi = span.get(i, (t0, t1))
-                    span[i] = (min(lo, t0), max(hi, t1))
             return {i: (lo, self.convs[i](f[lo - win.pad_before + i * win.dilation:
                                            hi - win.pad_before + i * win.dilation]))
-                    for i, (lo, hi) in sorted(span.items())}
+                    for i, (lo, hi) in sorted(tap_spans(self.runs).items())}
 
         def _runs(self, f: Any) -> Any:
             win = self.window

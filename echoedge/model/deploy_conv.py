@@ -190,13 +190,8 @@ class Conv3dAs2d(Batched5D):
         in the int8 programs (and XNNPACK rejected an int8 conv whose shared bias stayed float).
         """
         win = self.window
-        span: dict[int, tuple[int, int]] = {}
-        for t0, t1, a, z in self.runs:
-            for i in range(a, z + 1):
-                lo, hi = span.get(i, (t0, t1))
-                span[i] = (min(lo, t0), max(hi, t1))
         out = {}
-        for i, (lo, hi) in sorted(span.items()):
+        for i, (lo, hi) in sorted(tap_spans(self.runs).items()):
             s, n = lo - win.pad_before + i * win.dilation, hi - lo
             y = self.convs[i](x3[:, s:s + n].reshape(b * n, c, h, w))
             out[i] = (lo, y.reshape(b, n, *y.shape[1:]))
@@ -221,6 +216,16 @@ class Conv3dAs2d(Batched5D):
             for conv, xi in zip(self.convs[1:], taps[1:]):
                 y = y + conv(xi.reshape(b * t_out, c, h, w))
         return from_frames(self.post(y), b, t_out, self.contiguous_out)
+
+
+def tap_spans(runs: Sequence[tuple[int, int, int, int]]) -> dict[int, tuple[int, int]]:
+    """Per tap: the output frames [lo, hi) of the runs that read it (contiguous: see _tap_runs)."""
+    span: dict[int, tuple[int, int]] = {}
+    for t0, t1, a, z in runs:
+        for i in range(a, z + 1):
+            lo, hi = span.get(i, (t0, t1))
+            span[i] = (min(lo, t0), max(hi, t1))
+    return span
 
 
 def _tap_runs(win: TimeWindow, frames: int) -> list[tuple[int, int, int, int]] | None:

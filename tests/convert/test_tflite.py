@@ -89,6 +89,19 @@ def _rel(o: np.ndarray, e: np.ndarray) -> float:
     return float(np.abs(o - e).max() / max(1.0, float(np.abs(e).max())))
 
 
+def _assert_int8_close(folder: Path, deploy) -> tuple[list, list]:
+    """An int8 file within the stated bounds of the eager deploy form on 3 clips; its outputs."""
+    x = _clips(3, seed=9)
+    eager = EagerRunner(deploy)(x)
+    with TFLiteRunner(folder) as r:
+        out = r(x)
+    for name, o, e in zip(OUTPUT_NAMES[:3], out[:3], eager[:3]):
+        assert np.abs(o - e).max() <= INT8_EF_BOUND, name
+    for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
+        assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
+    return out, eager
+
+
 def test_fp32_tflite_matches_the_eager_deploy_form(artefacts, deploy):
     x = _clips(3, seed=7)
     eager = EagerRunner(deploy, clip_shape=SPEC.input_shape(1)[1:])(x)
@@ -130,14 +143,7 @@ def test_int8_is_really_int8_in_its_scope_and_stays_close(artefacts, deploy):
     assert d["int8_op_fraction"] == round(info.int8_fraction, 4)
     assert "SOFTMAX" in d["ops_left_in_float"]  # selective: the fragile ops stay float
     assert m.inputs[0].dtype == "float32" and m.calibration_id == "calib-tflite-test"
-    x = _clips(3, seed=9)
-    eager = EagerRunner(deploy)(x)
-    with TFLiteRunner(artefacts["int8"]) as r:
-        out = r(x)
-    for name, o, e in zip(OUTPUT_NAMES[:3], out[:3], eager[:3]):
-        assert np.abs(o - e).max() <= INT8_EF_BOUND, name
-    for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
-        assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
+    out, eager = _assert_int8_close(artefacts["int8"], deploy)
     assert max(_rel(o, e) for o, e in zip(out, eager)) > 1e-6  # quantized, not float relabelled
 
 
@@ -154,14 +160,7 @@ def test_whole_recipe_stores_every_conv_and_linear_weight_int8(artefacts, deploy
     scoped = read_manifest(artefacts["int8"]).details["weights"]
     assert scoped["float_weight_layers"] and scoped["int8_share"] < w["int8_share"]
     assert m.model_bytes < read_manifest(artefacts["int8"]).model_bytes
-    x = _clips(3, seed=9)
-    eager = EagerRunner(deploy)(x)
-    with TFLiteRunner(artefacts["int8-whole"]) as r:
-        out = r(x)
-    for name, o, e in zip(OUTPUT_NAMES[:3], out[:3], eager[:3]):
-        assert np.abs(o - e).max() <= INT8_EF_BOUND, name
-    for name, o, e in zip(OUTPUT_NAMES[3:], out[3:], eager[3:]):
-        assert np.abs(o - e).max() <= INT8_LANDMARK_BOUND, name
+    _assert_int8_close(artefacts["int8-whole"], deploy)
 
 
 def test_scoped_check_rejects_float_in_scope_convs_and_unknown_scopes(artefacts, deploy):
