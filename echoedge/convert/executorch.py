@@ -144,10 +144,11 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
 
     t0 = time.perf_counter()
     say(f"ExecuTorch {precision}: exporting {tuple(example[0].shape)}")
+    recipe_d = None  # the int8 recipe's description, from the quantizer that built the program
     with torch.no_grad():
         ep = torch.export.export(model, example)
         if precision == "int8":
-            ep = _quantize(model, ep, example, clips, progress, keep_float, recipe)
+            ep, recipe_d = _quantize(model, ep, example, clips, progress, keep_float, recipe)
     timings["export_quantize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -200,7 +201,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         tool_versions=tool_versions("executorch", "torchao"),
         details={
             "delegation": delegation.to_dict(),
-            "quantization": _quant_details(model, precision, calib, keep_float, recipe, example),
+            "quantization": _quant_details(precision, calib, keep_float, recipe_d),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "cases": int(len(golden)), "errors": vs_eager},
             "bundled_program": bundle,
@@ -327,13 +328,15 @@ def _present(model: Any, paths: Sequence[str]) -> list[str]:
 
 
 def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray | None,
-              progress: bool, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE) -> Any:
+              progress: bool, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE
+              ) -> tuple[Any, dict[str, Any]]:
+    """The calibrated, converted program and the recipe's description (for the manifest)."""
     import torch
     from rich.progress import Progress
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     assert clips is not None
-    quantizer, _ = quantizer_for(model, keep_float=keep_float, recipe=recipe, example=example)
+    quantizer, recipe_d = quantizer_for(model, keep_float=keep_float, recipe=recipe, example=example)
     prepared = prepare_pt2e(ep.module(), quantizer)
     # Batch 1, as the program will run: observers then see the per-clip ranges the device sees.
     with Progress(disable=not progress, transient=True) as bar:
@@ -342,7 +345,7 @@ def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray |
             prepared(torch.from_numpy(np.ascontiguousarray(clip[None])))
             bar.advance(task)
     converted = convert_pt2e(prepared)
-    return torch.export.export(converted, example)
+    return torch.export.export(converted, example), recipe_d
 
 
 def _lower(ep: Any) -> tuple[Any, Delegation]:
@@ -381,14 +384,13 @@ def run_program(path: Path, clips: np.ndarray, quantized: bool) -> list[np.ndarr
     return [np.concatenate([o[k].numpy() for o in per_clip]) for k in range(len(per_clip[0]))]
 
 
-def _quant_details(model: Any, precision: str, calib: dict[str, Any] | None,
-                   keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE,
-                   example: Any = None) -> dict[str, Any]:
+def _quant_details(precision: str, calib: dict[str, Any] | None, keep_float: Sequence[str] = (),
+                   recipe_d: dict[str, Any] | None = None) -> dict[str, Any]:
     if precision == "fp32":
         return {"scheme": None}
     return {
         "scheme": "pt2e static, XNNPACKQuantizer" + (" (mixed: kept_float modules float)" if keep_float else ""),
-        "recipe": quantizer_for(model, keep_float=keep_float, recipe=recipe, example=example)[1],
+        "recipe": recipe_d,
         "io": "float32 (quantize/dequantize inside the program)",
         "calibration": calib,
     }
