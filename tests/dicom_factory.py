@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from echoedge.data.synthetic_heart import draw_params_from, video_rng
-from echoedge.data.synthetic_render import render_video
+from echoedge.data.synthetic_render import render_video, sector_mask
 
 CANVAS = (200, 260)  # rows, columns of the probe's screen
 SECTOR_SIZE = 160  # the 112-pixel synthetic frame, upscaled
@@ -42,6 +42,9 @@ PATIENT = {
 }
 BURNED_NAME = "DOE JANE PID4711XY"  # drawn above the sector
 BURNED_SIDE = "4711"  # drawn left of the sector
+# drawn inside the sector's bounding box, in its top-left corner beside the fan's apex: the crop
+# keeps that corner, so only the sector mask can remove it
+BURNED_CORNER = "DOE"
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -57,6 +60,8 @@ class EchoDicom:
     path: Path
     frames: np.ndarray  # (T, H, W, 3) RGB or (T, H, W) grey: what a viewer shows, before compression
     sector: np.ndarray  # (T, 112, 112) the synthetic frames before upscaling
+    screen_grey: np.ndarray  # (T, H, W) the upscaled sector alone on the screen: no text, no ECG
+    fan: np.ndarray  # (H, W) bool, the fan on the screen (the synthetic sector mask, upscaled)
     sector_box: tuple[int, int, int, int]  # (x0, y0, x1, y1) exclusive, on the screen
     text_boxes: list[tuple[int, int, int, int]]  # where burned-in patient text was drawn
     ecg_box: tuple[int, int, int, int]
@@ -64,8 +69,10 @@ class EchoDicom:
     ef: float
 
 
-def synthetic_sector(seed: int = 3, index: int = 0, frames: int = FRAMES) -> tuple[np.ndarray, float, float]:
-    """(frames (T, 112, 112) uint8, fps, EF) of one synthetic video, cut to `frames` frames.
+def synthetic_sector(seed: int = 3, index: int = 0, frames: int = FRAMES
+                     ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(frames (T, 112, 112) uint8, fan mask (112, 112), fps, EF) of one synthetic video, cut to
+    `frames` frames.
 
     The video's parameters are drawn as for `echo-edge data synth`; only its length changes (the
     traced ED frame is moved into the shorter video so the renderer's exact ED/ES frames exist).
@@ -74,25 +81,37 @@ def synthetic_sector(seed: int = 3, index: int = 0, frames: int = FRAMES) -> tup
     p = draw_params_from(rng, index)
     ed = min(p.ed_frame, frames - p.systole_frames - 1)
     p = dataclasses.replace(p, frames=frames, ed_frame=max(0, ed))
-    return render_video(p, rng), float(p.fps), float(p.ef)
+    return render_video(p, rng), sector_mask(p), float(p.fps), float(p.ef)
+
+
+def on_screen(sector: np.ndarray) -> np.ndarray:
+    """(..., 112, 112) -> (..., H, W): upscaled into the screen at SECTOR_AT, zeros around."""
+    import cv2
+
+    x0, y0 = SECTOR_AT
+    out = np.zeros(sector.shape[:-2] + CANVAS, sector.dtype)
+    flat_in, flat_out = sector.reshape(-1, *sector.shape[-2:]), out.reshape(-1, *CANVAS)
+    interp = cv2.INTER_NEAREST if sector.dtype == bool else cv2.INTER_LINEAR
+    for k, f in enumerate(flat_in):
+        big = cv2.resize(f.astype(np.uint8), (SECTOR_SIZE, SECTOR_SIZE), interpolation=interp)
+        flat_out[k, y0:y0 + SECTOR_SIZE, x0:x0 + SECTOR_SIZE] = big
+    return out
 
 
 def compose_screen(sector: np.ndarray, colour: bool = True) -> tuple[np.ndarray, list, tuple]:
     """The probe's screen for each frame: upscaled sector, burned-in text, ECG trace.
 
-    Returns (frames, text boxes, ECG box); text and ECG lie outside the sector's box.
+    Returns (frames, text boxes, ECG box); text and ECG lie outside the fan (one text inside
+    the fan's bounding box, in a corner the fan leaves empty).
     """
     import cv2
 
     t = sector.shape[0]
     h, w = CANVAS
     x0, y0 = SECTOR_AT
-    screen = np.zeros((t, h, w, 3), np.uint8)
-    for k in range(t):
-        big = cv2.resize(sector[k], (SECTOR_SIZE, SECTOR_SIZE), interpolation=cv2.INTER_LINEAR)
-        screen[k, y0:y0 + SECTOR_SIZE, x0:x0 + SECTOR_SIZE] = big[..., None]
+    screen = np.repeat(on_screen(sector)[..., None], 3, axis=3)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    texts = [(BURNED_NAME, (4, 13)), (BURNED_SIDE, (4, 100))]
+    texts = [(BURNED_NAME, (4, 13)), (BURNED_SIDE, (4, 100)), (BURNED_CORNER, (x0 + 2, y0 + 12))]
     boxes = []
     for text, (tx, ty) in texts:
         (tw, th), base = cv2.getTextSize(text, font, 0.4, 1)
@@ -186,7 +205,7 @@ def write_echo_dicom(
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-    sector, fps, ef = synthetic_sector(seed, index, frames)
+    sector, fan, fps, ef = synthetic_sector(seed, index, frames)
     screen, text_boxes, ecg_box = compose_screen(sector, colour=encoding not in ("mono", "palette"))
     if single_frame:  # a still: the probe's freeze-frame export
         sector, screen = sector[:1], screen[:1]
@@ -262,5 +281,6 @@ def write_echo_dicom(
         assert encoding == "jpeg", "a declared compressed syntax needs encapsulated fragments"
         meta.TransferSyntaxUID = transfer_syntax
     ds.save_as(path, enforce_file_format=True)
-    return EchoDicom(path=Path(path), frames=screen, sector=sector, sector_box=sector_box,
+    return EchoDicom(path=Path(path), frames=screen, sector=sector, screen_grey=on_screen(sector),
+                     fan=on_screen(fan).astype(bool), sector_box=sector_box,
                      text_boxes=text_boxes, ecg_box=ecg_box, fps=fps, ef=ef)
