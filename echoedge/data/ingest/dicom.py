@@ -225,7 +225,7 @@ def _region(path: Path, ds: Any) -> tuple[tuple[int, int, int, int] | None, str]
         more = f", largest of {len(tissue)}" if len(tissue) > 1 else ""
         return box, f"Sequence of Ultrasound Regions (2-D tissue region{more})"
     if any(f in _FORMATS_NOT_BMODE or t in _TYPES_DOPPLER for f, t in kinds):
-        found = ", ".join(sorted({f"{_SPATIAL.get(f, f'format {f}')} {_DATA_TYPE.get(t, f'type {t}')}"
+        found = ", ".join(sorted({f"{_SPATIAL.get(f, f'format {f}')} ({_DATA_TYPE.get(t, f'type {t}')})"
                                   for f, t in kinds}))
         raise UnusableInput(path, f"Doppler/M-mode only: no 2-D B-mode region (regions: {found})")
     return None, "pixels (no 2-D tissue region in the Sequence of Ultrasound Regions)"
