@@ -140,11 +140,8 @@ def read_cine(source: Source, fps: float | None) -> Cine:
     if source.kind == "dicom":
         from echoedge.data.ingest.dicom import read_dicom
 
-        cine = read_dicom(source.path)
-        if fps is not None:
-            cine.notes.setdefault("stated_fps", f"{cine.fps:g} ({cine.fps_source})")
-            cine.fps, cine.fps_source = float(fps), "--fps"
-        return cine
+        # the reader applies --fps itself: a file without timing tags is usable once it is given
+        return read_dicom(source.path, fps_override=fps)
     raise UnusableInput(source.path, "neither a video (.avi .mp4 .mov .m4v) nor a DICOM file")
 
 
