@@ -218,9 +218,12 @@ def _progress(enabled: bool):  # -> rich Progress or nullcontext
 
     if not enabled:
         return nullcontext()
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("import"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # on stderr, with the skip lines: stdout keeps only the summary, for scripts that read it
+    return Progress(TextColumn("import"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True))
 
 
 def import_dataset(inputs: list[Path], labels_csv: Path, out: Path, *, fps: float | None = None,
