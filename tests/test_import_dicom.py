@@ -214,8 +214,6 @@ def test_each_unusable_dicom_gets_one_line_and_the_rest_import(imported: Importe
     assert all(imported.log[imported.names[rel]]["Status"] == "used" for rel in USABLE)
 
 
-@pytest.mark.xfail(strict=True, reason="importer.read_cine calls read_dicom(path) without --fps, "
-                   "so a DICOM without timing is skipped before the override applies")
 def test_fps_option_rescues_a_dicom_without_timing(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     written = {rel: write_echo_dicom(tmp_path / "in" / rel, index=i, encoding="mono", timing=t)
