@@ -72,8 +72,8 @@ def _split_problems(s: Scan) -> list[Problem]:
     if not s.records:
         return [Problem(FILELIST, None, "no usable videos in any split", True)]
     # An evaluation-only set may well lack TRAIN: the reader refuses only when that split is asked.
-    return [Problem(FILELIST, None, f"split {sp} is empty (commands that read it refuse; validate "
-                    "and run need only the split they evaluate)", False)
+    return [Problem(FILELIST, None, f"split {sp} is empty (fine for validate and run, which need "
+                    "only the split they evaluate; train needs TRAIN and VAL)", False)
             for sp in SPLITS if counts[sp] == 0]
 
 
