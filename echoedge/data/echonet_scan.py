@@ -208,7 +208,7 @@ def scan(root: Path, require_tracings: bool = False) -> Scan:
                               "ignored", "warning", name))
     for row in s.rows:
         _add_record(s, row, have_videos)
-    untraced = untraced_note(s)
+    untraced = None if require_tracings else untraced_note(s)  # excluded (or refused) instead
     if untraced:
         s.issues.append(Issue(TRACINGS, None, untraced, "warning"))
     return s

@@ -261,6 +261,11 @@ def test_require_tracings_is_echonet_dynamics_rule(tmp_path):
     bare = write_dataset(tmp_path / "b", standard_videos(), tracings=False)
     with pytest.raises(DataError, match=r"VolumeTracings.csv: file not found \(required"):
         EchoNet(bare, require_tracings=True)
+    from echoedge.data.check import check_dataset
+
+    (only,) = [p for p in check_dataset(bare, decode_videos=False, require_tracings=True)
+               if p.file == "VolumeTracings.csv"]
+    assert only.fatal and "required" in only.message
 
 
 def test_filelist_without_split_column_is_all_test(tmp_path):
