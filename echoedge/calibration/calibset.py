@@ -116,6 +116,7 @@ def build_calibration_set(
     *,
     min_size: int = MIN_SIZE,
     min_videos: int = MIN_VIDEOS,
+    require_tracings: bool = False,
 ) -> CalibrationSet:
     """Draw `size` clips of a TRAIN or VAL split with one strategy (see strategies.py).
 
@@ -129,7 +130,7 @@ def build_calibration_set(
     strategy = check_strategy(strategy)
     split = check_split(split)
     size = check_size(size, min_size)
-    reader = EchoNet(Path(data_root))
+    reader = EchoNet(Path(data_root), require_tracings=require_tracings)
     records = reader.records(split)
     plan = plan_draws(strategy, records, spec, size, seed, split=split, min_videos=min_videos)
     clips = extract_clips(plan.draws, spec, FrameCache(reader, cache_dir), progress)
@@ -353,13 +354,14 @@ def spec_from_checkpoint(checkpoint: Path) -> ClipSpec:
 
 def calibrate(data_root: Path, checkpoint: Path, out_dir: Path,
               calibration: str = f"ef-stratified:{DEFAULT_SIZE}", seed: int = 0,
-              split: str = "TRAIN", cache_dir: Path | None = None, progress: bool = True
-              ) -> CalibrationSet:
+              split: str = "TRAIN", cache_dir: Path | None = None, progress: bool = True,
+              require_tracings: bool = False) -> CalibrationSet:
     """`echo-edge calibrate`: build a set with the checkpoint's ClipSpec and save it to out_dir."""
     strategy, size = parse_calibration_arg(calibration)
     spec = spec_from_checkpoint(Path(checkpoint))
     cs = build_calibration_set(Path(data_root), spec, strategy=strategy, size=size, seed=seed,
-                               split=split, cache_dir=cache_dir, progress=progress)
+                               split=split, cache_dir=cache_dir, progress=progress,
+                               require_tracings=require_tracings)
     save_calibration_set(cs, Path(out_dir))
     return cs
 

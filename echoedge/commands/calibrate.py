@@ -11,7 +11,8 @@ from echoedge.commands.common import data_arg, resolve_checkpoint, resolve_data
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate", help="draw an echo calibration set for int8 quantization",
-        description="Draw N clips from TRAIN (or VAL; never TEST) with a strategy: random, "
+        description="Draw N clips from TRAIN (or VAL with --split VAL; never TEST: a test-only "
+        "dataset cannot calibrate itself) with a strategy: random, "
         "ef-stratified (equal share per EF band <40, 40-49, 50-59, >=60, so low-EF hearts are "
         "represented) or phase-aware (clips holding the traced ED and ES frames). Clips use the "
         "checkpoint's ClipSpec and normalisation. Writes calibration.npz and manifest.json "
@@ -33,7 +34,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     cs = calibrate(resolve_data(args.data), resolve_checkpoint(args.checkpoint), args.out,
                    calibration=f"{args.strategy}:{args.size}", seed=args.seed, split=args.split,
-                   cache_dir=args.cache_dir)
+                   cache_dir=args.cache_dir, require_tracings=args.require_tracings)
     print(describe(cs))
     print(f"wrote {args.out}")
     return 0

@@ -1,4 +1,5 @@
-"""What several `echo-edge` commands share: the --data option, the default dataset and checkpoint."""
+"""What several `echo-edge` commands share: the --data and --require-tracings options, the
+default dataset and checkpoint."""
 
 from __future__ import annotations
 
@@ -9,10 +10,24 @@ DEFAULT_CONFIG = "paper"
 
 
 def data_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """--data, and --require-tracings with it: every command that reads a dataset takes both."""
     p.add_argument(
         "--data", type=Path, required=required, default=None,
-        help="EchoNet-Dynamic-format folder (default: the built-in synthetic dataset, generated "
-        "and cached on first use)",
+        help="EchoNet-Dynamic-format folder (VolumeTracings.csv and the Split column optional)"
+        + ("" if required else " (default: the built-in synthetic dataset, generated and cached "
+           "on first use)"),
+    )
+    tracings_arg(p)
+
+
+def tracings_arg(p: argparse.ArgumentParser) -> None:
+    """The one definition of --require-tracings (`args.require_tracings`)."""
+    p.add_argument(
+        "--require-tracings", action="store_true",
+        help="EchoNet-Dynamic's rule: drop every video without two traced frames in "
+        "VolumeTracings.csv (and refuse a dataset without that file), to reproduce published "
+        "EchoNet numbers. Default: untraced videos are kept with their EF/EDV/ESV labels; landmark "
+        "metrics are n/a for them and training masks their landmark terms",
     )
 
 
@@ -33,3 +48,14 @@ def resolve_checkpoint(path: Path | None) -> Path:
     if not SHIPPED.is_file():
         raise CheckpointError(f"{SHIPPED}: the shipped checkpoint is missing from this install")
     return SHIPPED
+
+
+def calibration_data_arg(p: argparse.ArgumentParser) -> None:
+    """--calibration-data, shared by the commands that draw int8 calibration clips themselves."""
+    p.add_argument(
+        "--calibration-data", type=Path, default=None, metavar="ROOT",
+        help="EchoNet-format folder to draw the int8 calibration clips from (its TRAIN, else VAL). "
+        "Default: TRAIN of --data, else its VAL; a test-only --data (no TRAIN or VAL) calibrates "
+        "on the built-in synthetic set's TRAIN, never on the TEST videos it is validated on; the "
+        "console (and run's report) says so",
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from echoedge.commands.common import tracings_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect an EchoNet-Dynamic-format dataset, or import your own")
@@ -14,10 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "check",
         help="validate a dataset folder, one line per problem",
         description="Check FileList.csv, VolumeTracings.csv and every video. Prints one line per "
-        "problem; exits 1 if any problem is fatal (the reader would refuse or drop data).",
+        "problem; exits 1 if any problem is fatal (the reader would refuse or drop data). Videos "
+        "without tracings are one warning line with their count (EF validation works, landmark "
+        "metrics are n/a) unless --require-tracings; broken tracings are fatal. A FileList.csv "
+        "without a Split column counts as all TEST (one warning).",
     )
     c.add_argument("root", type=Path)
     c.add_argument("--no-videos", action="store_true", help="skip decoding every video (faster)")
+    tracings_arg(c)
     c.set_defaults(func=_cmd_data_check)
     s = dsub.add_parser(
         "show",
@@ -29,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_data_show)
     m = dsub.add_parser("summary", help="counts, splits and EF distribution of a dataset")
     m.add_argument("root", type=Path)
+    tracings_arg(m)
     m.set_defaults(func=_cmd_data_summary)
     _register_import(dsub)
 
@@ -86,7 +93,8 @@ def _register_import(dsub: argparse._SubParsersAction) -> None:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from echoedge.data.check import check_dataset
 
-    problems = check_dataset(args.root, decode_videos=not args.no_videos)
+    problems = check_dataset(args.root, decode_videos=not args.no_videos,
+                             require_tracings=args.require_tracings)
     for pr in problems:
         print(pr.line())
     fatal = sum(pr.fatal for pr in problems)
@@ -105,7 +113,7 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
 def _cmd_data_summary(args: argparse.Namespace) -> int:
     from echoedge.data.echonet import EchoNet
 
-    print(EchoNet(args.root).summary())
+    print(EchoNet(args.root, require_tracings=args.require_tracings).summary())
     return 0
 
 

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="per-video EF metrics of a checkpoint on one split",
         description="Per-video EF = mean over N evenly spaced clips. Prints MAE, RMSE, R2, bias, "
-        "the EF-band confusion and the MAE of always predicting the TRAIN mean; writes "
+        "EDV/ESV and landmark errors (n/a on videos without tracings), the EF-band confusion and "
+        "the MAE of always predicting one EF: the training EF mean recorded in the checkpoint, "
+        "else the dataset's TRAIN mean, else n/a (only --split must have videos). Writes "
         "results.json and scatter.png to --out.",
     )
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
@@ -32,7 +34,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_checkpoint(
         resolve_checkpoint(args.checkpoint), resolve_data(args.data), split=args.split,
         clips_per_video=args.clips or None, videos=args.videos, out=args.out,
-        cache_dir=args.cache_dir, expect_config=args.config,
+        cache_dir=args.cache_dir, expect_config=args.config, require_tracings=args.require_tracings,
     )
     print(res.describe())
     print(f"wrote {args.out / 'results.json'} and {args.out / 'scatter.png'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import data_arg, resolve_checkpoint, resolve_data
+from echoedge.commands.common import calibration_data_arg, data_arg, resolve_checkpoint, resolve_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "w8 / w8a8 (coreml: int8 weights / weights and activations); each format builds "
                    "the ones it offers (default fp32,int8)")
     p.add_argument("--calibration", default="ef-stratified:128",
-                   help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware)")
+                   help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware; see "
+                   "--calibration-data for a dataset without TRAIN)")
+    calibration_data_arg(p)
     p.add_argument("--calibration-set", type=Path, default=None,
                    help="reuse a set written by `echo-edge calibrate` instead of drawing one")
     p.add_argument("--int8-recipe", default="conv-stages", choices=("conv-stages", "whole"),
@@ -49,7 +51,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     res = export(resolve_checkpoint(args.checkpoint), resolve_data(args.data), args.out, formats,
                  precisions, calibration=args.calibration, calibration_set=args.calibration_set,
                  seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir,
-                 int8_recipe=args.int8_recipe)
+                 int8_recipe=args.int8_recipe, calibration_data=args.calibration_data,
+                 require_tracings=args.require_tracings)
     for path in res.artefacts:
         print(f"wrote {path}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from echoedge.commands.common import data_arg
+from echoedge.commands.common import calibration_data_arg, data_arg
 from echoedge.commands.validate import add_validate_options, validate_options
 from echoedge.errors import EchoEdgeError
 
@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and int8 -> validate each artefact against the fp32 reference on held-out videos -> write "
         "report.json/.md/.html and junit.xml -> print the status of every artefact. Defaults: the "
         "built-in synthetic EchoNet-format dataset (generated and cached on first use) and the "
-        "shipped checkpoint; --data/--checkpoint switch to your EchoNet-Dynamic copy and model. "
+        "shipped checkpoint; --data/--checkpoint switch to your EchoNet-Dynamic copy and model "
+        "(or your own test set: only the validated split is needed, tracings are optional). "
         "Exit code 0 when every artefact passes its gates, 1 when one fails, 2 on an error.",
     )
     data_arg(p)
@@ -32,9 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "for Core ML int8 activations, ranges from the MIL interpreter; ~1 EF point of drift "
                    "on the shipped checkpoint)")
     p.add_argument("--calibration", default="ef-stratified:32",
-                   help="STRATEGY[:N] drawn from TRAIN for the int8 artefacts (default %(default)s: "
-                   "as accurate as 64 on the shipped checkpoint, and TFLite's calibrator takes ~1.7 s "
-                   "per clip)")
+                   help="STRATEGY[:N] drawn from TRAIN (see --calibration-data) for the int8 "
+                   "artefacts (default %(default)s: as accurate as 64 on the shipped checkpoint, and "
+                   "TFLite's calibrator takes ~1.7 s per clip)")
+    calibration_data_arg(p)
     p.add_argument("--calibration-set", type=Path, default=None,
                    help="reuse a set written by `echo-edge calibrate` instead of drawing one")
     p.add_argument("--reuse", action="store_true",
@@ -52,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from echoedge.convert.export import CONVERTERS, PRECISIONS, parse_list
     from echoedge.validate.pipeline import run_job
-    from echoedge.validate.report_md import summary_table
+    from echoedge.validate.report_md import summary_table, truth_lines
 
     formats = parse_list(args.format, tuple(CONVERTERS), "format")
     precisions = parse_list(args.precision, PRECISIONS, "precision")
@@ -63,10 +65,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   precisions=precisions, calibration=args.calibration,
                   calibration_set=args.calibration_set, options=validate_options(args),
                   gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed,
-                  jobs=jobs)
+                  jobs=jobs, calibration_data=args.calibration_data)
     report = job.validation.report
     print()
     print(summary_table(report))
+    for line in truth_lines(report):
+        print(line)
     for note in report.get("notes") or []:
         print(f"note: {note}")
     print("stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in job.timings_s.items()))

@@ -6,17 +6,20 @@ import argparse
 import os
 from pathlib import Path
 
-from echoedge.commands.common import DEFAULT_CONFIG
+from echoedge.commands.common import DEFAULT_CONFIG, tracings_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train Echo-E3Net on an EchoNet-Dynamic-format dataset",
         description="AdamW + warm-up + cosine, shift augmentation, per-epoch VAL MAE, best.pt and "
-        "last.pt in --out, log.csv/log.json/curves.png. Uses CUDA (bf16 autocast) when present; "
+        "last.pt in --out (each records the TRAIN EF mean, the always-mean baseline of evaluate "
+        "and validate), log.csv/log.json/curves.png. Needs TRAIN and VAL videos; videos without "
+        "tracings train the EF and volume heads only (landmark terms masked). Uses CUDA (bf16 autocast) when present; "
         "for several GPUs or processes launch with `torchrun --nproc_per_node N -m echoedge.cli train ...`.",
     )
     p.add_argument("--data", type=Path, required=True, help="EchoNet-Dynamic-format folder")
+    tracings_arg(p)
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="model preset (default: paper)")
     p.add_argument("--epochs", type=int, default=40)
@@ -47,6 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         repeats=args.repeats, workers=args.workers, seed=args.seed, val_clips=args.val_clips,
         val_videos=args.val_videos, max_train_videos=args.max_train_videos,
+        require_tracings=args.require_tracings,
         time_budget_s=args.time_budget, device=args.device, amp=not args.no_amp,
         cache_dir=str(args.cache_dir) if args.cache_dir else None, resume=args.resume,
         progress=not args.no_progress,

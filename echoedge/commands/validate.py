@@ -16,7 +16,8 @@ def add_validate_options(p: argparse.ArgumentParser, videos_default: int | None,
                          clips_default: int) -> None:
     """Options shared by `validate` and `run`: which videos, how to time, how to gate."""
     p.add_argument("--split", default="TEST", type=str.upper, choices=["TRAIN", "VAL", "TEST"],
-                   help="held-out split to validate on (default TEST)")
+                   help="held-out split to validate on (default TEST; the only split the dataset "
+                   "needs; a FileList.csv without a Split column is all TEST)")
     p.add_argument("--videos", type=int, default=videos_default,
                    help="only the first N videos of the split (default: %s)" % (videos_default or "all"))
     p.add_argument("--clips", type=int, default=clips_default,
@@ -44,7 +45,8 @@ def validate_options(args: argparse.Namespace):
     return ValidateOptions(split=args.split, videos=args.videos, clips_per_video=args.clips or None,
                            threads=args.threads, latency_runs=args.runs, warmup=args.warmup,
                            bootstrap=args.bootstrap, seed=args.seed, worst_n=args.worst,
-                           cache_dir=args.cache_dir, progress=not args.no_progress)
+                           cache_dir=args.cache_dir, progress=not args.no_progress,
+                           require_tracings=args.require_tracings)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,10 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the checkpoint's fp32 eager reference once and every artefact folder at or "
         "below ARTEFACTS in its own runtime on held-out videos (same multi-clip protocol as "
         "`evaluate`): EF vs truth and vs the reference (|ΔEF|, Bland-Altman with bootstrap CIs, EF "
-        "band agreement), EDV/ESV and landmark errors, load time and p50/p90 latency, size and op "
-        "coverage. Writes report.json (the single source), report.md, report.html and junit.xml to "
-        "--out. Status per artefact: PASS, FAIL_ACCURACY, FAIL_RUNTIME, SKIPPED_PLATFORM. Exit code "
-        "0 when all pass, 1 when a gate fails (or a skip under --strict), 2 on an error. With "
+        "band agreement), EDV/ESV and landmark errors (n/a on videos without tracings), the "
+        "always-mean EF baseline (the checkpoint's training EF mean, else the dataset's TRAIN mean, "
+        "else n/a; the report says which), load time and p50/p90 latency, size and op coverage. "
+        "Writes report.json (the single source), report.md, report.html and junit.xml to --out. "
+        "Status per artefact: PASS, FAIL_ACCURACY, FAIL_RUNTIME, SKIPPED_PLATFORM. Exit code 0 "
+        "when all pass, 1 when a gate fails (or a skip under --strict), 2 on an error. With "
         "--from-report, applies the gates to a stored report.json again without running anything.",
     )
     p.add_argument("artefacts", type=Path, nargs="*", help="artefact folders or folders holding them")
@@ -71,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from echoedge.validate.report_md import summary_table
+    from echoedge.validate.report_md import summary_table, truth_lines
     from echoedge.validate.validate import regate, validate
 
     if args.from_report is not None:
@@ -85,6 +89,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                        args.out, gates=args.gates, strict=args.strict, options=validate_options(args))
     print()
     print(summary_table(res.report))
+    for line in truth_lines(res.report):
+        print(line)
     s = res.report["summary"]
     print(("all artefacts passed" if s["passed"] else "a gate failed") +
           f"; wrote {', '.join(str(p) for p in res.files.values())}")

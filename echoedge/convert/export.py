@@ -3,7 +3,9 @@
 Every converter starts from the same deploy form (checked equal to the reference before anything
 is quantized) and the same calibration set, so artefacts of different formats differ only by their
 toolchain. Artefacts are written as ARTEFACTS/<format>-<precision>/, the calibration set as
-ARTEFACTS/calibration/ (its manifest id is recorded in every int8 artefact's manifest).
+ARTEFACTS/calibration/ (its manifest id is recorded in every int8 artefact's manifest). The
+clips come from TRAIN of the data, else its VAL, else `calibration_data` or the built-in synthetic
+set (`calibration.source`): a test-only dataset never calibrates on its own TEST videos.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ExportResult:
     artefacts: list[Path] = field(default_factory=list)
     calibration: Path | None = None
     deploy_summary: str = ""
+    calibration_note: str | None = None  # set when the clips are not from TRAIN of the data
 
 
 def _converter(fmt: str) -> Callable[..., Path]:
@@ -84,6 +87,8 @@ def export(
     progress: bool = True,
     log: Callable[[str], None] = print,
     int8_recipe: str = DEFAULT_RECIPE,
+    calibration_data: Path | None = None,
+    require_tracings: bool = False,
 ) -> ExportResult:
     import torch
 
@@ -107,12 +112,18 @@ def export(
             raise EchoEdgeError(f"{calibration_set}: calibration clips were made for another ClipSpec than {checkpoint}")
         result.calibration = Path(calibration_set)
     elif needs_calib:
-        from echoedge.calibration import parse_calibration_arg
+        from echoedge.calibration import calibration_source, parse_calibration_arg
 
         strategy, size = parse_calibration_arg(calibration)
-        log(f"calibration: drawing {strategy}:{size} from TRAIN of {data}")
-        cs = build_calibration_set(data, ck.spec, strategy=strategy, size=size, seed=seed,
-                                   cache_dir=cache_dir, progress=progress)
+        # No split is validated here, but TEST stays held out for whoever validates later.
+        src = calibration_source(data, calibration_data, "TEST", require_tracings)
+        if src.note:
+            log(f"calibration: {src.note}")
+            result.calibration_note = src.note
+        log(f"calibration: drawing {strategy}:{size} from {src.describe()}")
+        cs = build_calibration_set(src.root, ck.spec, strategy=strategy, size=size, seed=seed,
+                                   split=src.split, cache_dir=cache_dir, progress=progress,
+                                   require_tracings=require_tracings)
         result.calibration = save_calibration_set(cs, out / CALIBRATION_DIR)
         log(f"calibration: set {cs.id} ({len(cs)} clips) -> {result.calibration}")
 

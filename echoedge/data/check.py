@@ -2,7 +2,9 @@
 
 A problem is fatal when the reader would refuse the dataset or drop data because of it. The
 CSV and tracing rules are the reader's own (`echonet.scan`), so the two cannot disagree; this
-module adds what needs the videos decoded (and the clip length).
+module adds what needs the videos decoded (and the clip length). Untraced videos are one warning
+line with their count (EF-only data is valid), unless `require_tracings` asks for
+EchoNet-Dynamic's rule, under which each is excluded, as the reader then does.
 """
 
 from __future__ import annotations
@@ -32,20 +34,18 @@ class Problem:
         return f"{where}: {self.message} ({'fatal' if self.fatal else 'warning'})"
 
 
-def check_dataset(root: Path, decode_videos: bool = True, spec: ClipSpec | None = None
-                  ) -> list[Problem]:
-    """All problems of the dataset at `root`; `spec` sets the clip length for the too-short test."""
+def check_dataset(root: Path, decode_videos: bool = True, spec: ClipSpec | None = None,
+                  require_tracings: bool = False) -> list[Problem]:
+    """All problems of the dataset at `root`; `spec` sets the clip length for the too-short test;
+    `require_tracings` checks under EchoNet-Dynamic's rule (untraced videos excluded)."""
     root = Path(root)
     if not root.is_dir():
         return [Problem(str(root), None, "dataset folder not found", True)]
     spec = spec or ClipSpec()
-    s = scan(root)
+    s = scan(root, require_tracings=require_tracings)
     problems = [Problem(i.file, i.line, i.message, i.kind != "warning") for i in s.issues]
     if not (root / FILELIST).is_file():
         return problems
-    if s.tracings is None:
-        problems.append(Problem(TRACINGS, None, "file not found; records will have no tracings "
-                                "and landmark terms will be masked", False))
     problems += _split_problems(s)
     rows = {r.name: r for r in s.rows}
     kept = {r.file_name for r in s.records}
@@ -72,7 +72,8 @@ def _split_problems(s: Scan) -> list[Problem]:
     if not s.records:
         return [Problem(FILELIST, None, "no usable videos in any split", True)]
     # An evaluation-only set may well lack TRAIN: the reader refuses only when that split is asked.
-    return [Problem(FILELIST, None, f"split {sp} is empty (the reader refuses to load it)", False)
+    return [Problem(FILELIST, None, f"split {sp} is empty (fine for validate and run, which need "
+                    "only the split they evaluate; train needs TRAIN and VAL)", False)
             for sp in SPLITS if counts[sp] == 0]
 
 

@@ -4,6 +4,10 @@
     <root>/VolumeTracings.csv   21 rows per traced frame (ED and ES), optional
     <root>/Videos/<FileName>.avi
 
+Tracings are optional, per dataset and per video (EF-only sets are first-class);
+`require_tracings=True` applies EchoNet-Dynamic's rule instead (see `echonet_scan`). Only the
+split a caller asks for must have videos: a test-only set is a valid dataset.
+
 Parsing is done once by `scan`, which never raises: it returns every problem it saw as an
 `Issue`. `EchoNet` refuses a dataset with an "error" issue (one line, naming file and line) and
 drops the videos with an "exclude" issue (listed in `EchoNet.excluded`); `check_dataset`
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -44,19 +47,19 @@ def _issue_text(root: Path, issue: Issue) -> str:
 class EchoNet:
     """An EchoNet-Dynamic-format dataset: records per split, frames, a fingerprint, a summary."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, require_tracings: bool = False) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found")
-        s = scan(self.root)
+        s = scan(self.root, require_tracings=require_tracings)
         errors = s.errors()
         if errors:
             more = (f" (+{len(errors) - 1} more; run `echo-edge data check {self.root}`)"
                     if len(errors) > 1 else "")
             raise DataError(_issue_text(self.root, errors[0]) + more)
-        if s.tracings is None:
-            warnings.warn(f"{self.root}: no {TRACINGS}; records have no tracings, landmark terms "
-                          "will be masked", stacklevel=2)
+        # Untraced videos are not warned about here: EF-only data is normal, and the commands
+        # say it once in their own output (`untraced_note`, `check_dataset`, the reports).
+        self.require_tracings = require_tracings
         # Keep only what later calls need: the parsed tracing rows are large on the real dataset
         # and would be copied into every DataLoader worker that pickles this reader.
         self._on_disk = s.on_disk
@@ -117,9 +120,13 @@ class EchoNet:
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
-    def _split_counts_text(self) -> str:
+    def split_counts(self) -> dict[str, int]:
+        """Usable videos per split (every split named, zeros included); never raises."""
         counts = Counter(r.split for r in self._records)
-        return ", ".join(f"{sp} {counts.get(sp, 0)}" for sp in SPLITS)
+        return {sp: counts.get(sp, 0) for sp in SPLITS}
+
+    def _split_counts_text(self) -> str:
+        return ", ".join(f"{sp} {n}" for sp, n in self.split_counts().items())
 
     def summary(self) -> str:
         recs = self._records
@@ -141,8 +148,13 @@ class EchoNet:
         lines.append(f"FPS: {fps.min():g}-{fps.max():g}; frames: {nf.min()}-{nf.max()} "
                      f"(median {np.median(nf):g})")
         traced = sum(r.has_tracings for r in recs)
-        lines.append(f"tracings: {traced} of {len(recs)} videos" if self.has_tracings_file
-                     else f"tracings: none ({TRACINGS} absent; landmark terms masked)")
+        if not self.has_tracings_file:
+            lines.append(f"tracings: none ({TRACINGS} absent): EF, EDV and ESV only, landmark "
+                         "metrics n/a, landmark terms masked in training")
+        else:
+            rule = "; untraced videos excluded (--require-tracings)" if self.require_tracings else (
+                "; the others: EF only, landmark metrics n/a" if traced < len(recs) else "")
+            lines.append(f"tracings: {traced} of {len(recs)} videos{rule}")
         n_missing_vol = sum(not (math.isfinite(r.edv) and math.isfinite(r.esv)) for r in recs)
         if n_missing_vol:
             lines.append(f"volumes: {n_missing_vol} video(s) without EDV/ESV (volume terms masked)")

@@ -16,8 +16,11 @@ from pathlib import Path
 FILELIST = "FileList.csv"
 TRACINGS = "VolumeTracings.csv"
 # FrameHeight/FrameWidth are not required: some rows carry stale values and the video decides.
-FILELIST_REQUIRED = ("FileName", "EF", "ESV", "EDV", "FPS", "NumberOfFrames", "Split")
-FILELIST_OPTIONAL = ("FrameHeight", "FrameWidth")
+# Split is not required either: a hospital or vendor test set is often one held-out set with no
+# Split column, and then every video counts as TEST (NO_SPLIT_DEFAULT), with one warning.
+FILELIST_REQUIRED = ("FileName", "EF", "ESV", "EDV", "FPS", "NumberOfFrames")
+FILELIST_OPTIONAL = ("Split", "FrameHeight", "FrameWidth")
+NO_SPLIT_DEFAULT = "TEST"
 TRACINGS_REQUIRED = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 EF_TOLERANCE = 1.0  # EF points between FileList's EF and 100*(EDV-ESV)/EDV before we warn
 
@@ -139,6 +142,9 @@ def parse_filelist(path: Path, issues: list[Issue], listed: set[str]) -> list[Fi
     table = _read_csv(path, FILELIST, FILELIST_REQUIRED, FILELIST_OPTIONAL, issues)
     rows: list[FileRow] = []
     first_line: dict[str, int] = {}
+    if table and "Split" not in table[0][1]:
+        issues.append(Issue(FILELIST, 1, f"no Split column: every video counts as {NO_SPLIT_DEFAULT}",
+                            "warning"))
     for line, cells in table or []:
         name = strip_avi(cells["FileName"])
         if not name:
@@ -158,7 +164,7 @@ def parse_filelist(path: Path, issues: list[Issue], listed: set[str]) -> list[Fi
                 edv=_float_cell(cells["EDV"], "EDV", allow_empty=True),
                 fps=_float_cell(cells["FPS"], "FPS"),
                 num_frames=_int_cell(cells["NumberOfFrames"], "NumberOfFrames"),
-                split=cells["Split"].strip().upper(),
+                split=cells.get("Split", NO_SPLIT_DEFAULT).strip().upper(),
             )
         except _CellError as e:
             issues.append(Issue(FILELIST, line, f"{name}: {e}", "error", name))
@@ -236,7 +242,7 @@ def _checked_tracing_row(cells: dict[str, str]) -> tuple[tuple[float, ...], int]
 
 
 __all__ = [
-    "EF_TOLERANCE", "FILELIST", "FILELIST_OPTIONAL", "FILELIST_REQUIRED", "TRACINGS",
+    "EF_TOLERANCE", "FILELIST", "FILELIST_OPTIONAL", "FILELIST_REQUIRED", "NO_SPLIT_DEFAULT", "TRACINGS",
     "TRACINGS_REQUIRED", "FileRow", "Issue", "TracedRows", "parse_filelist", "parse_tracings",
     "strip_avi",
 ]

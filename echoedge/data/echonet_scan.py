@@ -2,6 +2,13 @@
 
 `scan` never raises on bad data; it picks each video's ED and ES tracings (`choose_traced_frames`)
 and excludes, with a reason, the videos a model cannot use.
+
+Tracings are optional. A video with no row in VolumeTracings.csv (or a dataset without that file)
+is kept with its EF/EDV/ESV labels: EF validation works, landmark metrics are n/a, and training
+masks the landmark terms. Broken tracings (a frame with the wrong row count, one traced frame, a
+frame beyond the video) still exclude the video. `require_tracings=True` is EchoNet-Dynamic's own
+rule instead (its loader drops every video without two traced frames and needs the file), for
+reproducing published numbers.
 """
 
 from __future__ import annotations
@@ -98,6 +105,7 @@ class Scan:
     tracings: dict[str, dict[int, TracedRows]] | None = None  # None: no VolumeTracings.csv
     on_disk: dict[str, Path] = field(default_factory=dict)  # FileName -> AVI path
     listed: set[str] = field(default_factory=set)  # every FileName in FileList, bad rows too
+    require_tracings: bool = False  # EchoNet-Dynamic's rule: untraced videos are excluded
 
     def errors(self) -> list[Issue]:
         return [i for i in self.issues if i.kind == "error"]
@@ -168,13 +176,14 @@ def _scan_videos(folder: Path) -> dict[str, Path]:
     return out
 
 
-def scan(root: Path) -> Scan:
+def scan(root: Path, require_tracings: bool = False) -> Scan:
     """Parse a dataset folder and collect every problem; raises nothing on bad data.
 
     The root itself must exist (callers check, because they report it differently).
+    `require_tracings` applies EchoNet-Dynamic's rule (see the module docstring).
     """
     root = Path(root)
-    s = Scan(root=root)
+    s = Scan(root=root, require_tracings=require_tracings)
     filelist, tracings, videos = root / FILELIST, root / TRACINGS, root / VIDEOS
     if not filelist.is_file():
         s.issues.append(Issue(FILELIST, None, "file not found", "error"))
@@ -185,6 +194,9 @@ def scan(root: Path) -> Scan:
     s.rows = parse_filelist(filelist, s.issues, s.listed)
     if tracings.is_file():
         s.tracings = parse_tracings(tracings, s.issues)
+    elif require_tracings:
+        s.issues.append(Issue(TRACINGS, None, "file not found (required: EchoNet-Dynamic's rule "
+                              "keeps only traced videos)", "error"))
     if have_videos:
         s.on_disk = _scan_videos(videos)
         for name in sorted(set(s.on_disk) - s.listed):
@@ -196,7 +208,24 @@ def scan(root: Path) -> Scan:
                               "ignored", "warning", name))
     for row in s.rows:
         _add_record(s, row, have_videos)
+    untraced = None if require_tracings else untraced_note(s)  # excluded (or refused) instead
+    if untraced:
+        s.issues.append(Issue(TRACINGS, None, untraced, "warning"))
     return s
+
+
+def untraced_note(s: Scan) -> str | None:
+    """The one line that says how many kept videos have no tracings (None when all are traced).
+
+    One line for the dataset, not one per video: an EF-only set of 10,000 videos is normal, not
+    10,000 problems.
+    """
+    n = sum(not r.has_tracings for r in s.records)
+    if not n:
+        return None
+    text = (f"{n} of {len(s.records)} videos have no tracings: EF validation only, landmark "
+            "metrics n/a")
+    return text if s.tracings is not None else f"file not found; {text}"
 
 
 def _add_record(s: Scan, row: FileRow, have_videos: bool) -> None:
@@ -213,9 +242,10 @@ def _add_record(s: Scan, row: FileRow, have_videos: bool) -> None:
     if have_videos and row.name not in s.on_disk:
         exclude(f"video file missing: {VIDEOS}/{row.name}.avi", FILELIST, row.line)
     choice = None
-    if s.tracings is not None:
-        choice, reason, issues = choose_traced_frames(row.name, s.tracings.get(row.name, {}),
-                                                      row.num_frames)
+    traced = (s.tracings or {}).get(row.name, {})
+    # A video without a single tracing row is an EF-only video, kept unless EchoNet's rule asks.
+    if traced or (s.require_tracings and s.tracings is not None):
+        choice, reason, issues = choose_traced_frames(row.name, traced, row.num_frames)
         if reason is None:
             s.issues.extend(issues)
         else:
@@ -240,5 +270,5 @@ def root_video_path(root: Path, name: str) -> Path:
 
 __all__ = [
     "DEFAULT_FRAME_SIZE", "SPLITS", "VIDEOS", "Scan", "TracingChoice", "VideoRecord",
-    "choose_traced_frames", "probe_frame_size", "root_video_path", "scan",
+    "choose_traced_frames", "probe_frame_size", "root_video_path", "scan", "untraced_note",
 ]

@@ -1,4 +1,6 @@
-"""One-file checkpoints: state dict + model config + ClipSpec + data fingerprint + metrics.
+"""One-file checkpoints: state dict + model config + ClipSpec + data fingerprint + metrics, and
+the training EF mean (`train_ef`: the always-mean baseline of `evaluate` and `validate`, so a
+test-only dataset needs no TRAIN split for it; absent from checkpoints written before it existed).
 
 Saved with plain containers only (dicts, lists, str, numbers, tensors) so that they load with
 `torch.load(weights_only=True)`: a checkpoint can never execute code on load.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,8 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     sha256: str = ""
+    train_ef_mean: float | None = None  # mean EF (%) of the videos it was trained on
+    train_ef_videos: int | None = None  # how many videos that mean is over
 
 
 def file_sha256(path: str | Path) -> str:
@@ -49,8 +54,12 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
+    train_ef: tuple[float, int] | None = None,
 ) -> Path:
-    """Write atomically (temporary name, then rename) so an interrupted save keeps the old file."""
+    """Write atomically (temporary name, then rename) so an interrupted save keeps the old file.
+
+    `train_ef` is (mean EF %, number of videos) of the training set, the always-mean baseline.
+    """
     import torch
 
     path = Path(path)
@@ -69,6 +78,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
                        for k, v in net.state_dict().items()},
     }
+    if train_ef is not None:
+        payload["train_ef"] = {"mean": float(train_ef[0]), "videos": int(train_ef[1])}
     if train_state is not None:
         payload["train_state"] = train_state
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -133,6 +144,7 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None) -> Check
             f"{n_unexp} unexpected tensors; was it saved from another version or config?)"
         )
     model.eval()
+    mean, videos = _train_ef(payload.get("train_ef"))
     return Checkpoint(
         model=model,
         config=cfg,
@@ -142,4 +154,17 @@ def load_checkpoint(path: str | Path, expect_config: str | None = None) -> Check
         meta=dict(payload.get("meta", {})),
         path=path,
         sha256=file_sha256(path),
+        train_ef_mean=mean,
+        train_ef_videos=videos,
     )
+
+
+def _train_ef(entry: Any) -> tuple[float | None, int | None]:
+    """(mean, videos) from the payload; (None, None) when absent or not a finite number (a
+    baseline from a damaged entry would be a wrong number, not a missing one)."""
+    if not isinstance(entry, dict):
+        return None, None
+    mean, videos = entry.get("mean"), entry.get("videos")
+    if not isinstance(mean, (int, float)) or isinstance(mean, bool) or not math.isfinite(mean):
+        return None, None
+    return float(mean), int(videos) if isinstance(videos, int) and not isinstance(videos, bool) else None

@@ -6,6 +6,10 @@ the video's EF, EDV and ESV are the means over its clips. The EchoNet reference 
 every start; N evenly spaced starts keep CPU evaluation affordable and converge to the same value
 (pass clips_per_video=None for all starts). Inference goes through a plain callable on a
 normalised clip batch, so the eager model and every exported artefact are measured alike.
+
+EF-only data (videos without tracings) gives EF, EDV and ESV metrics as usual; the landmark error
+is then None and printed as `NO_TRACINGS`, never as a number. The always-mean baseline comes from
+`model.baseline` (the checkpoint's training EF mean first).
 """
 
 from __future__ import annotations
@@ -19,9 +23,21 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoedge.data.clipspec import ClipSpec
+from echoedge.model.baseline import EFBaseline, resolve_baseline
 from echoedge.model.metrics import EFMetrics, ef_metrics
 
 Infer = Callable[[np.ndarray], Sequence[np.ndarray]]
+# How a landmark metric reads when no evaluated video is traced (reports use the same words).
+NO_TRACINGS = "n/a (no tracings)"
+NO_TRACED_FRAME_SEEN = "n/a (no clip holds a traced frame)"
+
+
+def landmark_text(value: float | None, n_traced: int | None, spec: str = ".2f", unit: str = " px"
+                  ) -> str:
+    """A landmark figure for people: the number, or n/a with the reason."""
+    if value is not None:
+        return f"{format(value, spec)}{unit}"
+    return NO_TRACINGS if not n_traced else NO_TRACED_FRAME_SEEN
 
 
 @dataclass
@@ -114,11 +130,13 @@ class EvalResult:
     n_videos: int
     clips_per_video: int | None
     metrics: EFMetrics
-    baseline_mae: float  # always predicting the TRAIN mean EF
-    train_mean_ef: float
+    baseline_mae: float | None  # always predicting the baseline EF; None: no baseline
+    train_mean_ef: float | None  # the baseline EF (the training EF mean), None: no baseline
+    baseline: str  # EFBaseline.describe(): the EF and where it came from, or why there is none
     edv_mae: float
     esv_mae: float
-    landmark_error_px: float | None
+    landmark_error_px: float | None  # None: no traced frame evaluated (see n_traced)
+    n_traced: int  # evaluated videos with tracings
     checkpoint: str
     checkpoint_sha256: str
     data_fingerprint: str
@@ -135,11 +153,13 @@ class EvalResult:
             f"    {band:>6} " + " ".join(f"{c:5d}" for c in row)
             for band, row in zip(("<40", "40-49", ">=50"), m.band_confusion)
         )
-        lm = f"{self.landmark_error_px:.2f} px" if self.landmark_error_px is not None else "n/a"
+        lm = landmark_text(self.landmark_error_px, self.n_traced)
+        base = f"baseline: {self.baseline}" + (
+            f": MAE {self.baseline_mae:.2f}" if self.baseline_mae is not None else "")
         return (
             f"{self.split}: {self.n_videos} videos, {self.clips_per_video or 'all'} clips/video\n"
             f"  EF MAE {m.mae:.2f}  RMSE {m.rmse:.2f}  R2 {m.r2:.3f}  bias {m.bias:+.2f}\n"
-            f"  baseline (always TRAIN mean {self.train_mean_ef:.1f}%): MAE {self.baseline_mae:.2f}\n"
+            f"  {base}\n"
             f"  EDV MAE {self.edv_mae:.1f} mL  ESV MAE {self.esv_mae:.1f} mL  landmarks {lm}\n"
             f"  EF band agreement {100 * m.band_agreement:.1f}%  (rows truth, cols predicted)\n"
             f"           <40 40-49  >=50\n{conf}"
@@ -160,8 +180,14 @@ def landmark_error_px(preds: Sequence[VideoPrediction], records: Sequence[Any], 
     return float(np.mean(errs)) if errs else None
 
 
+def count_traced(preds: Sequence[VideoPrediction], records: Sequence[Any]) -> int:
+    """How many of the predicted videos have tracings (landmark metrics are over those)."""
+    traced = {r.file_name for r in records if r.has_tracings}
+    return sum(p.file_name in traced for p in preds)
+
+
 def summarise(preds: Sequence[VideoPrediction], records: Sequence[Any], spec: ClipSpec,
-              train_mean_ef: float, split: str, clips_per_video: int | None,
+              baseline: EFBaseline, split: str, clips_per_video: int | None,
               checkpoint: str = "", checkpoint_sha256: str = "", data_fingerprint: str = "") -> EvalResult:
     truth = np.array([p.ef_true for p in preds])
     pred = np.array([p.ef for p in preds])
@@ -177,11 +203,13 @@ def summarise(preds: Sequence[VideoPrediction], records: Sequence[Any], spec: Cl
         n_videos=len(preds),
         clips_per_video=clips_per_video,
         metrics=ef_metrics(truth, pred),
-        baseline_mae=float(np.abs(truth - train_mean_ef).mean()),
-        train_mean_ef=float(train_mean_ef),
+        baseline_mae=baseline.mae(truth),
+        train_mean_ef=baseline.ef,
+        baseline=baseline.describe(),
         edv_mae=vol_mae("edv_true", "edv"),
         esv_mae=vol_mae("esv_true", "esv"),
         landmark_error_px=landmark_error_px(preds, records, spec),
+        n_traced=count_traced(preds, records),
         checkpoint=checkpoint,
         checkpoint_sha256=checkpoint_sha256,
         data_fingerprint=data_fingerprint,
@@ -236,8 +264,11 @@ def evaluate_checkpoint(
     expect_config: str | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    require_tracings: bool = False,
 ) -> EvalResult:
-    """`echo-edge evaluate`: per-video metrics of a checkpoint on one split, plus a baseline."""
+    """`echo-edge evaluate`: per-video metrics of a checkpoint on one split, plus a baseline.
+
+    Only `split` must have videos; `require_tracings` applies EchoNet-Dynamic's rule."""
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.model.checkpoint import load_checkpoint
@@ -245,16 +276,15 @@ def evaluate_checkpoint(
 
     ck = load_checkpoint(checkpoint, expect_config=expect_config)
     check_clip_spec(ck.config, ck.spec)
-    reader = EchoNet(Path(data))
+    reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
     if videos:
         records = records[:videos]
-    train_ef = [r.ef for r in reader.records("TRAIN") if np.isfinite(r.ef)]
-    train_mean = float(np.mean(train_ef))
+    baseline = resolve_baseline(ck, reader)
     cache = FrameCache(reader, Path(cache_dir) if cache_dir else None)
     preds = predict_videos(eager_infer(ck.model), records, cache, ck.spec, clips_per_video,
                            batch_size=batch_size, progress=progress, description=f"evaluating {split}")
-    result = summarise(preds, records, ck.spec, train_mean, split, clips_per_video,
+    result = summarise(preds, records, ck.spec, baseline, split, clips_per_video,
                        checkpoint=str(checkpoint), checkpoint_sha256=ck.sha256,
                        data_fingerprint=reader.fingerprint())
     if out is not None:

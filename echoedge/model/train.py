@@ -40,6 +40,7 @@ class TrainConfig:
     val_clips: int = 2
     val_videos: int | None = None
     max_train_videos: int | None = None
+    require_tracings: bool = False  # EchoNet-Dynamic's rule: drop untraced videos
     traced_fraction: float = 0.5
     shift_pad: int = 12
     norm_videos: int = 200  # videos used for the TRAIN mean/std
@@ -184,7 +185,7 @@ def train(tc: TrainConfig) -> TrainResult:
     cfg = get_config(tc.config)
     weights = LossWeights(**tc.loss)
 
-    reader = EchoNet(Path(tc.data))
+    reader = EchoNet(Path(tc.data), require_tracings=tc.require_tracings)
     train_recs = reader.records("TRAIN")
     val_recs = reader.records("VAL")
     if tc.max_train_videos:
@@ -195,6 +196,10 @@ def train(tc: TrainConfig) -> TrainResult:
         import warnings
 
         warnings.warn(f"{tc.data}: no tracings in TRAIN; landmark and geometry terms are masked")
+    # The always-mean EF baseline travels in the checkpoint, so evaluating on a test-only set
+    # compares against the mean of what the model was actually trained on.
+    train_ef_values = [r.ef for r in train_recs if math.isfinite(r.ef)]
+    train_ef = (float(np.mean(train_ef_values)), len(train_ef_values))
 
     cache = FrameCache(reader, Path(tc.cache_dir) if tc.cache_dir else None)
     if dist.main:
@@ -294,10 +299,13 @@ def train(tc: TrainConfig) -> TrainResult:
             metrics = {"val_mae": m.mae, "val_rmse": m.rmse, "val_r2": m.r2, "best_val_mae": best_mae}
             fingerprint = reader.fingerprint()
             if improved:
-                save_checkpoint(best_path, model, cfg, spec, fingerprint, metrics, meta)
-            save_checkpoint(last_path, model, cfg, spec, fingerprint, metrics, meta, train_state={
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                "total_epochs": total_epochs, "best_mae": best_mae, "history": history})
+                save_checkpoint(best_path, model, cfg, spec, fingerprint, metrics, meta,
+                                train_ef=train_ef)
+            save_checkpoint(last_path, model, cfg, spec, fingerprint, metrics, meta, train_ef=train_ef,
+                            train_state={
+                                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                "epoch": epoch, "total_epochs": total_epochs, "best_mae": best_mae,
+                                "history": history})
             _write_log(out, history)
             print(f"epoch {epoch + 1}/{total_epochs}  loss {row.get('train_total', float('nan')):.4f}  "
                   f"val MAE {m.mae:.2f}  RMSE {m.rmse:.2f}  R2 {m.r2:.3f}  ({row['epoch_s']:.0f} s)"

@@ -76,6 +76,7 @@ class DebugQuantOptions:
     seed: int = 0
     cache_dir: Path | None = None
     progress: bool = True
+    require_tracings: bool = False  # EchoNet-Dynamic's rule: untraced videos dropped
 
 
 @dataclass
@@ -196,7 +197,8 @@ def debug_quant(
     deploy = to_deploy_form(ck.model.eval(), example=torch.zeros(ck.spec.input_shape(1))).eval()
     if opt.keep_float is not None and "budget" in parts:
         check_keep_float(deploy, opt.keep_float, manifests.values())
-    videos = load_videos(data, ck.spec, opt.split.upper(), opt.videos, opt.clips_per_video, opt.cache_dir)
+    videos = load_videos(data, ck.spec, opt.split.upper(), opt.videos, opt.clips_per_video, opt.cache_dir,
+                         require_tracings=opt.require_tracings)
     log(f"debug-quant: fp32 deploy form on {len(videos.records)} {videos.split} videos x "
         f"{opt.clips_per_video} clip(s)")
     ef_ref = ef_per_video(deploy, videos, progress=opt.progress, description="EF fp32 reference")

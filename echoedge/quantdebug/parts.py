@@ -187,7 +187,8 @@ def run_calibration(deploy: Any, data: str | Path, spec: Any, ctx: Any, opt: Deb
     from echoedge.quantdebug.stability import calibration_stability, evaluation_videos, plot_stability
 
     videos = evaluation_videos(data, spec, ctx.videos.split, opt.videos, opt.clips_per_video,
-                               add_low_ef=True, cache_dir=opt.cache_dir)
+                               add_low_ef=True, cache_dir=opt.cache_dir,
+                               require_tracings=opt.require_tracings)
     same = videos.names == ctx.videos.names
     log(f"calibration: {len(opt.strategies)} strategies x N {','.join(map(str, opt.sizes))} x "
         f"{opt.draws} disjoint {opt.calibration_split} draws on {len(videos.records)} {videos.split} videos"
@@ -196,7 +197,8 @@ def run_calibration(deploy: Any, data: str | Path, spec: Any, ctx: Any, opt: Deb
                                 draws=opt.draws, seed=opt.seed, split=opt.calibration_split,
                                 max_clips_per_video=opt.max_clips_per_video,
                                 reference_ef=ctx.ef_reference if same else None,
-                                cache_dir=opt.cache_dir, progress=opt.progress, log=log)
+                                cache_dir=opt.cache_dir, progress=opt.progress, log=log,
+                                require_tracings=opt.require_tracings)
     dq["calibration"] = res.to_dict()
     png = plot_stability(res, out / "calibration_size.png")
     dq["figures"]["calibration_size"] = png.name

@@ -39,12 +39,14 @@ class VideoSet:
 
 
 def load_videos(data: str | Path, spec: Any, split: str = "VAL", videos: int | None = 12,
-                clips_per_video: int = 2, cache_dir: Path | None = None) -> VideoSet:
-    """The first `videos` videos of `split` (all when None) with a frame cache."""
+                clips_per_video: int = 2, cache_dir: Path | None = None,
+                require_tracings: bool = False) -> VideoSet:
+    """The first `videos` videos of `split` (all when None) with a frame cache;
+    `require_tracings` applies EchoNet-Dynamic's rule (untraced videos dropped)."""
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
 
-    reader = EchoNet(Path(data))
+    reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
     if videos:
         records = records[:videos]

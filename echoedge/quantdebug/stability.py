@@ -81,7 +81,7 @@ class StabilityResult:
 
 def evaluation_videos(data: str | Path, spec: Any, split: str = "TEST", videos: int | None = 16,
                       clips_per_video: int = 1, add_low_ef: bool = True, low_ef: float = LOW_EF,
-                      cache_dir: Path | None = None) -> Any:
+                      cache_dir: Path | None = None, require_tracings: bool = False) -> Any:
     """The first `videos` videos of `split`, plus (add_low_ef) every other one with true EF < low_ef.
 
     Low-EF hearts are about 1 in 10, so the first N videos alone hold too few to compare
@@ -89,7 +89,7 @@ def evaluation_videos(data: str | Path, spec: Any, split: str = "TEST", videos: 
     """
     from echoedge.quantdebug.simulate import VideoSet, load_videos
 
-    allv = load_videos(data, spec, split, None, clips_per_video, cache_dir)
+    allv = load_videos(data, spec, split, None, clips_per_video, cache_dir, require_tracings)
     chosen = list(allv.records[:videos] if videos else allv.records)
     if add_low_ef:
         names = {r.file_name for r in chosen}
@@ -120,6 +120,7 @@ def calibration_stability(
     cache_dir: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    require_tracings: bool = False,
 ) -> StabilityResult:
     """K disjoint draws x N sizes x strategies through the simulation; spread, curve, recommendation.
 
@@ -147,7 +148,7 @@ def calibration_stability(
         raise EchoEdgeError(f"low_ef_by must be 'reference' or 'truth', got {low_ef_by!r}")
     if draws < 1 or max_clips_per_video < 1:
         raise EchoEdgeError("draws and max clips per video must be >= 1")
-    reader = EchoNet(Path(data))
+    reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
     frames = FrameCache(reader, cache_dir)
     groups = partition_videos(records, draws, seed, spec)

@@ -5,6 +5,11 @@ precisions -> validate -> report. Each format is exported in its own call so tha
 failing (or not installed) costs only its own artefacts: the failure becomes a FAIL_RUNTIME row of
 the report (stage "convert"), and the other formats are still validated. Formats whose converter
 module is not part of this install are named in the report's notes, not silently dropped.
+
+The int8 calibration clips come from TRAIN of the data, else from a split other than the one
+validated, else from `calibration_data` or the built-in synthetic set (`calibration.source`): a
+test-only dataset is never calibrated on the videos it is validated on, and the report's notes
+say where the clips came from whenever it is not TRAIN of the data.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ def run_job(
     seed: int = 0,
     jobs: int = 1,
     log: Callable[[str], None] = print,
+    calibration_data: Path | None = None,
 ) -> JobResult:
     """Run the main job into `out`; `jobs` > 1 converts that many formats at once, each in its own
     process (conversion is mostly single-threaded Python: graph passes, onnx2tf, MIL passes)."""
@@ -132,8 +138,12 @@ def run_job(
     timings["checkpoint"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    calib_path = _calibrate(data, ck, art_dir, pairs, calibration, calibration_set, seed, reuse,
-                            opt, log) if any(p in CALIBRATED for _, p in pairs) else None
+    notes = [f"{fmt}: {why}" for fmt, why in unavailable.items()]
+    calib_path = None
+    if any(p in CALIBRATED for _, p in pairs):
+        calib_path, calib_note = _calibrate(data, ck, art_dir, calibration, calibration_set,
+                                            calibration_data, seed, reuse, opt, log)
+        notes += [calib_note] if calib_note else []
     timings["calibrate"] = time.perf_counter() - t0
 
     built, reused, failed = [], [], []
@@ -162,7 +172,6 @@ def run_job(
     # Validate exactly what this job planned (not other folders that happen to be there).
     folders = [art_dir / f"{f}-{p}" for f, p in pairs if f"{f}-{p}" not in failed]
     t0 = time.perf_counter()
-    notes = [f"{fmt}: {why}" for fmt, why in unavailable.items()]
     result = validate(folders, data, checkpoint, out, gates=gates, strict=strict, options=opt,
                       extra_entries=extra, notes=notes, log=log)
     timings["validate"] = time.perf_counter() - t0 - result.timings_s.get("report", 0.0)
@@ -289,11 +298,14 @@ def _export_in_worker(task: ExportTask, queue: Any, threads: int, stderr_log: Pa
     return export_format(task, lambda msg: queue.put(f"[{task.fmt}] {msg}"))
 
 
-def _calibrate(data: Path, ck: Any, art_dir: Path, pairs: list, calibration: str,
-               calibration_set: Path | None, seed: int, reuse: bool, opt: ValidateOptions,
-               log: Callable[[str], None]) -> Path:
+def _calibrate(data: Path, ck: Any, art_dir: Path, calibration: str, calibration_set: Path | None,
+               calibration_data: Path | None, seed: int, reuse: bool, opt: ValidateOptions,
+               log: Callable[[str], None]) -> tuple[Path, str | None]:
+    """The calibration set's folder, and a note for the report when its clips are not from TRAIN
+    of `data` (a test-only dataset)."""
     from echoedge.calibration import (
-        build_calibration_set, load_calibration_set, parse_calibration_arg, save_calibration_set,
+        build_calibration_set, calibration_source, load_calibration_set, parse_calibration_arg,
+        save_calibration_set,
     )
     from echoedge.convert.export import CALIBRATION_DIR
 
@@ -303,24 +315,30 @@ def _calibrate(data: Path, ck: Any, art_dir: Path, pairs: list, calibration: str
             raise EchoEdgeError(f"{calibration_set}: calibration clips were made for another ClipSpec "
                                 "than the checkpoint")
         log(f"calibration: reusing {calibration_set} ({cs.id})")
-        return Path(calibration_set)
+        return Path(calibration_set), None
     target = art_dir / CALIBRATION_DIR
     strategy, size = parse_calibration_arg(calibration)
+    src = calibration_source(data, calibration_data, opt.split, opt.require_tracings)
+    if src.note:
+        log(f"calibration: {src.note}")
     if reuse and (target / "manifest.json").is_file():
         try:
             cs = load_calibration_set(target)
             m = cs.manifest
-            if cs.spec == ck.spec and m.get("strategy") == strategy and len(cs) == size and m.get("seed") == seed:
+            if (cs.spec == ck.spec and m.get("strategy") == strategy and len(cs) == size
+                    and m.get("seed") == seed and m.get("split") == src.split
+                    and m.get("data_root") == str(src.root.resolve())):
                 log(f"calibration: reusing {target} ({cs.id})")
-                return target
+                return target, src.note
         except EchoEdgeError:
             pass
-    log(f"calibration: drawing {strategy}:{size} from TRAIN of {data}")
-    cs = build_calibration_set(data, ck.spec, strategy=strategy, size=size, seed=seed,
-                               cache_dir=opt.cache_dir, progress=opt.progress)
+    log(f"calibration: drawing {strategy}:{size} from {src.describe()}")
+    cs = build_calibration_set(src.root, ck.spec, strategy=strategy, size=size, seed=seed,
+                               split=src.split, cache_dir=opt.cache_dir, progress=opt.progress,
+                               require_tracings=opt.require_tracings)
     save_calibration_set(cs, target)
     log(f"calibration: set {cs.id} ({len(cs)} clips) -> {target}")
-    return target
+    return target, src.note
 
 
 def _calibration_id(path: Path | None) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from echoedge.validate.report_md import COLUMNS, load_note, status_rows
+from echoedge.validate.report_md import COLUMNS, landmark_cell, load_note, status_rows, truth_lines
 
 STATUS_COLOURS = {"PASS": "#1a7f37", "FAIL_ACCURACY": "#cf222e", "FAIL_RUNTIME": "#cf222e",
                   "SKIPPED_PLATFORM": "#9a6700", "REFERENCE": "#57606a"}
@@ -196,6 +196,7 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<p class='meta'>{_e(e['name'])}: {_e(e['latency_note'])}</p>")
     parts.append("<p class='meta'>ΔEF = artefact EF − fp32 reference EF per video, in EF points. "
                  "EF bands: &lt;40, 40–49, ≥50 %.</p>")
+    parts += [f"<p class='meta' data-truth>{_e(t)}</p>" for t in truth_lines(report)]
 
     parts += ["<h2>Predicted vs true EF</h2>", f"<img alt='scatter' src='{scatter_figure(report)}'>"]
     ba = bland_altman_figure(report)
@@ -215,13 +216,13 @@ def render_html(report: dict[str, Any]) -> str:
         for e in ran:
             b, vr, f = e["vs_reference"]["bland_altman"], e["vs_reference"], e["facts"]
             ci = lambda k: f"{b[k]:+.3f} [{b[k + '_ci']['low']:+.3f}, {b[k + '_ci']['high']:+.3f}]"  # noqa: E731
-            lm = vr.get("landmark_delta_px")
-            lt = e["vs_truth"].get("landmark_error_px")
+            lm = landmark_cell(vr.get("landmark_delta_px"), report, ".3f")
+            lt = landmark_cell(e["vs_truth"].get("landmark_error_px"), report)
             frac = f.get("int8_op_fraction")
             parts.append(
                 f"<tr><td>{_e(e['name'])}</td><td>{ci('bias')}</td><td>{ci('loa_low')}</td><td>{ci('loa_high')}</td>"
                 f"<td>{vr['edv_mean_abs']:.2f}</td><td>{vr['esv_mean_abs']:.2f}</td>"
-                f"<td>{'–' if lm is None else f'{lm:.3f}'}</td><td>{'–' if lt is None else f'{lt:.2f}'}</td>"
+                f"<td>{_e(lm)}</td><td>{_e(lt)}</td>"
                 f"<td>{'not recorded' if frac is None else f'{100 * frac:.0f} %'}</td>"
                 f"<td>{_e(_or_dash(f.get('delegated_ops')))} / {_e(_or_dash(f.get('fallback_ops')))}</td>"
                 f"<td>{_e(f.get('calibration_id') or '–')}</td></tr>")

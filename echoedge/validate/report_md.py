@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from echoedge.model.evaluate import NO_TRACED_FRAME_SEEN, NO_TRACINGS
+
 STATUS_MARK = {"PASS": "✅ PASS", "FAIL_ACCURACY": "❌ FAIL_ACCURACY", "FAIL_RUNTIME": "❌ FAIL_RUNTIME",
                "SKIPPED_PLATFORM": "⏭️ SKIPPED_PLATFORM"}
 
@@ -28,6 +30,35 @@ def latency_cell(e: dict[str, Any]) -> str:
     if lat:
         return f"{lat['p50_ms']:.1f} / {lat['p90_ms']:.1f}"
     return "n/a (interpreter)" if e.get("latency_note") else "–"
+
+
+def landmark_cell(value: float | None, report: dict[str, Any], spec: str = ".2f") -> str:
+    """A landmark figure, or why there is none ("n/a (no tracings)" on EF-only data)."""
+    if value is not None:
+        return format(value, spec)
+    n_traced = report["data"].get("n_traced")
+    if n_traced is None:  # a report written before n_traced was recorded
+        return "–"
+    return NO_TRACINGS if n_traced == 0 else NO_TRACED_FRAME_SEEN
+
+
+def truth_lines(report: dict[str, Any]) -> list[str]:
+    """The reference's volume and landmark errors vs truth, and the always-mean EF baseline.
+
+    Plain text shared by the Markdown, the HTML and the CLI, so the three say the same.
+    """
+    vt, d = report["reference"]["vs_truth"], report["data"]
+    lm = landmark_cell(vt.get("landmark_error_px"), report)
+    traced = d.get("n_traced")
+    traced = "" if traced is None or traced in (0, d["n_videos"]) else \
+        f" ({traced} of {d['n_videos']} videos traced)"
+    lines = [f"Reference vs truth: EF MAE {fmt(vt['mae'])}, EDV MAE {fmt(vt.get('edv_mae'), '.1f')} mL, "
+             f"ESV MAE {fmt(vt.get('esv_mae'), '.1f')} mL, landmarks {lm}"
+             f"{' px' if vt.get('landmark_error_px') is not None else ''}{traced}"]
+    b = report.get("baseline")
+    if b is not None:  # reports written before the baseline was recorded lack it
+        lines.append(f"Baseline: {b['description']}" + (f": EF MAE {b['mae']:.2f}" if b.get("mae") is not None else ""))
+    return lines
 
 
 def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -96,6 +127,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"Latency: batch 1, {host['threads']} threads, every accuracy call after the first "
                  f"{report['settings']['warmup']} (warm-up), at least {report['settings']['latency_runs']} "
                  "timed calls; speed-up vs the eager reference.")
+    lines += [""] + [f"- {t}" for t in truth_lines(report)]
     notes = [e for e in report["artefacts"] if e.get("reason") or e.get("latency_note")]
     if notes or report.get("notes"):
         lines += ["", "**Notes**", ""]

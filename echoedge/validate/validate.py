@@ -10,6 +10,11 @@ same clips, and timed. What cannot run is reported, never hidden:
 - any other failure (including a runner module that is not installed) -> FAIL_RUNTIME with the
   one-line error and the stage (verify, load, run, latency, or convert when `run` built it).
 
+Only the validated split must have videos (a test-only dataset is enough): the always-mean EF
+baseline takes its EF from the checkpoint (`model.baseline`), and the report says where from.
+Videos without tracings are validated on EF, EDV and ESV; the landmark figures are then null in
+report.json and "n/a (no tracings)" wherever they are shown (`data.n_traced` says why).
+
 Gates are applied to the report dict alone (echoedge.validate.gates); report.md, report.html and
 junit.xml are rendered from report.json as written.
 """
@@ -48,6 +53,7 @@ class ValidateOptions:
     batch_size: int = 8
     cache_dir: Path | None = None
     progress: bool = True
+    require_tracings: bool = False  # EchoNet-Dynamic's rule: untraced videos are dropped
 
 
 @dataclass
@@ -82,6 +88,7 @@ def validate(
     from echoedge.convert.artefact import find_artefacts
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
+    from echoedge.model.baseline import resolve_baseline
     from echoedge.model.checkpoint import load_checkpoint
     from echoedge.validate.latency import TimedRunner, host_fingerprint
     from echoedge.validate.runner import EagerRunner
@@ -94,14 +101,19 @@ def validate(
     ck = load_checkpoint(Path(checkpoint))
     _check_sources(folders, ck, Path(checkpoint))
 
-    reader = EchoNet(Path(data))
+    reader = EchoNet(Path(data), require_tracings=opt.require_tracings)
     records = reader.records(opt.split)
     if opt.videos:
         records = records[: opt.videos]
     if not records:
         raise EchoEdgeError(f"{data}: split {opt.split} has no videos to validate on")
-    train_ef = [r.ef for r in reader.records("TRAIN") if np.isfinite(r.ef)]
-    train_mean = float(np.mean(train_ef)) if train_ef else float("nan")
+    baseline = resolve_baseline(ck, reader)
+    n_traced = sum(r.has_tracings for r in records)
+    if n_traced < len(records):
+        log(f"data: {len(records) - n_traced} of {len(records)} {opt.split} videos have no tracings: "
+            "EF, EDV and ESV validated" + ("; landmark metrics n/a" if not n_traced else
+                                           f"; landmark metrics over the {n_traced} traced"))
+    log(f"baseline: {baseline.describe()}")
     frames = FrameCache(reader, Path(opt.cache_dir) if opt.cache_dir else None)
     latency_clip = _latency_clip(records[0], frames, ck.spec)
     timings: dict[str, float] = {}
@@ -112,7 +124,7 @@ def validate(
     ref_runner = TimedRunner(EagerRunner(ck.model, threads=opt.threads, name="reference"))
     ref_preds = _predict(ref_runner, records, frames, ck.spec, opt, "reference fp32 (eager)", batch_size=1)
     ref_latency = _latency(ref_runner, latency_clip, opt)
-    ref_eval = _summary(ref_preds, records, ck.spec, train_mean, opt)
+    ref_eval = _summary(ref_preds, records, ck.spec, baseline, opt)
     timings["reference"] = time.perf_counter() - t0
 
     reference = {
@@ -136,7 +148,7 @@ def validate(
     for folder in folders:
         t0 = time.perf_counter()
         entry = _validate_one(folder, records, frames, ck.spec, ref_preds, ref_latency, latency_clip,
-                              train_mean, opt, log, chatter)
+                              baseline, opt, log, chatter)
         timings[entry["name"]] = time.perf_counter() - t0
         entries.append(entry)
     entries.sort(key=lambda e: (_format_rank(e["format"]), _precision_rank(e["precision"]), e["name"]))
@@ -147,7 +159,11 @@ def validate(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "echo_edge_version": _version(),
         "data": {"root": str(Path(data)), "fingerprint": reader.fingerprint(), "split": opt.split,
-                 "n_videos": len(records), "clips_per_video": opt.clips_per_video},
+                 "n_videos": len(records), "clips_per_video": opt.clips_per_video,
+                 "n_traced": n_traced, "require_tracings": opt.require_tracings},
+        # The always-mean EF and where it came from; `mae` is the same for every entry (truth only).
+        "baseline": {**baseline.to_dict(), "description": baseline.describe(),
+                     "mae": ref_eval["baseline_mae"]},
         "settings": {"threads": opt.threads, "latency_runs": opt.latency_runs, "warmup": opt.warmup,
                      "bootstrap": opt.bootstrap, "seed": opt.seed, "worst_n": opt.worst_n,
                      "batch_size": opt.batch_size},
@@ -241,10 +257,10 @@ def _latency(timed: Any, clip: np.ndarray, opt: ValidateOptions) -> dict[str, An
     return timed.latency(clip, runs=opt.latency_runs, warmup=opt.warmup, threads=opt.threads).to_dict()
 
 
-def _summary(preds: list, records: list, spec: Any, train_mean: float, opt: ValidateOptions) -> dict[str, Any]:
+def _summary(preds: list, records: list, spec: Any, baseline: Any, opt: ValidateOptions) -> dict[str, Any]:
     from echoedge.model.evaluate import summarise
 
-    r = summarise(preds, records, spec, train_mean, opt.split, opt.clips_per_video)
+    r = summarise(preds, records, spec, baseline, opt.split, opt.clips_per_video)
     d = r.metrics.to_dict()
     d.update(edv_mae=r.edv_mae, esv_mae=r.esv_mae, landmark_error_px=r.landmark_error_px,
              baseline_mae=r.baseline_mae)
@@ -306,7 +322,7 @@ def failed_entry(name: str, folder: str, fmt: str, precision: str, status: str, 
 
 
 def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds: list,
-                  ref_latency: dict[str, Any], latency_clip: np.ndarray, train_mean: float,
+                  ref_latency: dict[str, Any], latency_clip: np.ndarray, baseline: Any,
                   opt: ValidateOptions, log: Callable[[str], None],
                   chatter: Path | None = None) -> dict[str, Any]:
     from echoedge.convert.artefact import read_manifest, verify_artefact
@@ -380,7 +396,7 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
     vs_ref["esv_mean_abs"] = float(np.mean([abs(t.esv - r.esv) for t, r in zip(test, ref_preds)]))
     vs_ref["landmark_delta_px"] = _landmark_delta_px(test, ref_preds, spec)
     entry.update(run_status="ok", status="PASS", stage=None, reason=None,
-                 vs_truth=_summary(preds, records, spec, train_mean, opt), vs_reference=vs_ref,
+                 vs_truth=_summary(preds, records, spec, baseline, opt), vs_reference=vs_ref,
                  predictions=[{"file_name": p.file_name, "ef": p.ef, "edv": p.edv, "esv": p.esv}
                               for p in test])
     log(f"{entry['name']}: mean |ΔEF| {agr.ef.mean_abs:.3f}, p95 {agr.ef.p95_abs:.3f}, "

@@ -347,3 +347,35 @@ def test_calibrate_uses_the_checkpoint_clip_spec(synth_root, tmp_path):
                    cache_dir=tmp_path / "frames", progress=False)
     assert cs.spec == spec and cs.clips.shape == (8, *spec.input_shape()[1:])
     assert load_calibration_set(tmp_path / "calib").id == cs.id
+
+
+# --- where a job's calibration clips come from (a test-only dataset cannot calibrate itself) --
+
+
+def test_calibration_source_never_draws_from_the_validated_videos(synth_root, tmp_path):
+    from echoedge.calibration import calibration_source
+    from echoedge.errors import DataError
+    from tests.data.fixtures import derive_dataset
+
+    fallback = lambda: synth_root  # noqa: E731 (stands in for the built-in synthetic set)
+    src = calibration_source(synth_root, default_root=fallback)
+    assert (src.root, src.split, src.note) == (synth_root, "TRAIN", None)
+    val_test = derive_dataset(synth_root, tmp_path / "val-test", splits=("VAL", "TEST"))
+    src = calibration_source(val_test, default_root=fallback)
+    assert (src.root, src.split) == (val_test, "VAL") and "no TRAIN videos" in src.note
+    # Validating VAL of that set: its VAL is held out too, so the fallback set's TRAIN is used.
+    src = calibration_source(val_test, evaluated_split="VAL", default_root=fallback)
+    assert (src.root, src.split) == (synth_root, "TRAIN")
+    test_only = derive_dataset(synth_root, tmp_path / "test-only", splits=("TEST",), untraced=None)
+    src = calibration_source(test_only, default_root=fallback)
+    assert (src.root, src.split) == (synth_root, "TRAIN")
+    assert f"{test_only} has no TRAIN or VAL videos" in src.note and "synthetic" in src.note
+    assert "--calibration-data" in src.note
+    # --calibration-data names the source; one without TRAIN or VAL is refused in one line.
+    src = calibration_source(test_only, calibration_data=val_test, default_root=fallback)
+    assert (src.root, src.split) == (val_test, "VAL") and "--calibration-data" in src.note
+    with pytest.raises(DataError, match="no TRAIN or VAL videos to calibrate on"):
+        calibration_source(val_test, calibration_data=test_only)
+    cs = build_calibration_set(src.root, SPEC, "random", size=8, split=src.split,
+                               cache_dir=tmp_path / "frames", progress=False)
+    assert cs.manifest["split"] == "VAL" and cs.manifest["data_root"] == str(val_test.resolve())

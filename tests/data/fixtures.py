@@ -165,3 +165,34 @@ def find_line(path: Path, *needles: str) -> int:
         if all(n in line for n in needles):
             return i
     raise AssertionError(f"no line of {path} contains {needles}")
+
+
+def derive_dataset(src: Path, dst: Path, splits: tuple[str, ...] | None = None,
+                   untraced: range | tuple[int, ...] | None = (), split_column: bool = True) -> Path:
+    """A copy of the EchoNet-layout folder `src` reshaped like a user's own data.
+
+    splits: keep only the FileList rows of these splits (None: all); untraced: drop the tracing
+    rows of the kept videos at these positions (None: no VolumeTracings.csv at all); split_column: False
+    writes FileList.csv without its Split column.
+    """
+    import csv
+    import shutil
+
+    with open(src / "FileList.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if splits is None or r["Split"] in splits]
+    names = [r["FileName"].removesuffix(".avi") for r in rows]
+    (dst / "Videos").mkdir(parents=True)
+    for n in names:
+        shutil.copy2(src / "Videos" / f"{n}.avi", dst / "Videos" / f"{n}.avi")
+    columns = [c for c in rows[0] if split_column or c != "Split"]
+    with open(dst / "FileList.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    if untraced is not None:
+        keep = {n for i, n in enumerate(names) if i not in untraced}
+        lines = read_lines(src / "VolumeTracings.csv")
+        write_lines(dst / "VolumeTracings.csv",
+                    lines[:1] + [ln for ln in lines[1:] if ln.split(",")[0].removesuffix(".avi") in keep])
+    return dst

@@ -17,6 +17,7 @@ from tests.data.fixtures import (
     read_lines,
     standard_videos,
     write_dataset,
+    write_lines,
     write_standard,
 )
 
@@ -135,6 +136,50 @@ def test_cli_data_check_exit_codes(planted, tmp_path, capsys):
     assert "(fatal)" in out and "fatal" in out.splitlines()[-1]
     clean = write_standard(tmp_path)
     assert main(["data", "check", str(clean)]) == 0
+
+
+def test_check_ef_only_folder_is_one_warning_with_the_count(tmp_path, capsys):
+    root = write_dataset(tmp_path / "bare", standard_videos(), tracings=False)
+    problems = check_dataset(root, decode_videos=False)
+    assert [p.line() for p in problems if p.file == "VolumeTracings.csv"] == [
+        "VolumeTracings.csv: file not found; 8 of 8 videos have no tracings: EF validation only, "
+        "landmark metrics n/a (warning)"]
+    assert not any(p.fatal for p in problems)
+    assert main(["data", "check", str(root), "--no-videos"]) == 0
+    capsys.readouterr()
+    vids = standard_videos()
+    for v in vids[2:8]:
+        v.traced = ()
+    partial = write_dataset(tmp_path / "partial", vids)
+    assert main(["data", "check", str(partial)]) == 0
+    out = capsys.readouterr().out
+    untraced = [ln for ln in out.splitlines() if "no tracings" in ln]
+    assert untraced == ["VolumeTracings.csv: 6 of 8 videos have no tracings: EF validation only, "
+                        "landmark metrics n/a (warning)"]
+    assert "0 fatal" in out.splitlines()[-1]
+
+
+def test_check_require_tracings_excludes_untraced_videos(tmp_path, capsys):
+    vids = standard_videos()
+    vids[3].traced = vids[7].traced = ()
+    root = write_dataset(tmp_path, vids)
+    problems = check_dataset(root, decode_videos=False, require_tracings=True)
+    for name in ("0X0003", "0X0007"):
+        p = _find(problems, name, "no rows in VolumeTracings.csv", "video excluded")
+        assert p.fatal and p.file == "VolumeTracings.csv"
+    assert not any("have no tracings" in p.message for p in problems)
+    assert main(["data", "check", str(root), "--no-videos", "--require-tracings"]) == 1
+    assert "2 fatal" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["data", "summary", str(root), "--require-tracings"]) == 0
+    assert "6 usable" in capsys.readouterr().out
+
+
+def test_check_filelist_without_split_column(tmp_path):
+    root = write_standard(tmp_path)
+    write_lines(root / "FileList.csv", [ln.rsplit(",", 1)[0] for ln in read_lines(root / "FileList.csv")])
+    problems = check_dataset(root, decode_videos=False)
+    p = _find(problems, "FileList.csv:1:", "no Split column: every video counts as TEST")
+    assert not p.fatal and not any(p.fatal for p in problems)
 
 
 def test_cli_data_summary(tmp_path, capsys):

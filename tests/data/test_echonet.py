@@ -220,16 +220,65 @@ def test_corrupt_avi_raises_naming_file(tmp_path):
         reader.load_frames(rec)
 
 
-def test_no_volume_tracings_warns_once(tmp_path):
+def test_no_volume_tracings_is_one_issue_not_a_python_warning(tmp_path):
     root = write_dataset(tmp_path, standard_videos(), tracings=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # EF-only data is normal: no warning on every read
         reader = EchoNet(root)
-    assert len(caught) == 1 and "VolumeTracings.csv" in str(caught[0].message)
     recs = reader.records()
     assert len(recs) == 8 and not any(r.has_tracings for r in recs)
     assert recs[0].ed_landmarks is None and recs[0].ed_frame is None
+    notes = [i for i in reader.issues if i.file == "VolumeTracings.csv"]
+    assert [(i.kind, i.message) for i in notes] == [
+        ("warning", "file not found; 8 of 8 videos have no tracings: EF validation only, landmark "
+                    "metrics n/a")]
     assert "tracings: none" in reader.summary()
+
+
+def test_untraced_videos_are_kept_with_their_labels(tmp_path):
+    vids = standard_videos()
+    vids[1].traced = vids[6].traced = ()  # listed in FileList, no row in VolumeTracings.csv
+    vids[5].traced = ("ED",)  # a broken tracing still excludes, as before
+    reader = EchoNet(write_dataset(tmp_path, vids))
+    rec = reader.record("0X0001")
+    assert not rec.has_tracings and rec.ef == pytest.approx(100 * (95 - 33) / 95, abs=1e-3)
+    assert rec.edv == 95.0 and rec.esv == 33.0 and rec.ed_landmarks is None
+    assert dict(reader.excluded) == {"0X0005": "fewer than two usable traced frames: only frame 11 is traced"}
+    assert [i.message for i in reader.issues if i.line is None and i.file == "VolumeTracings.csv"] == [
+        "2 of 7 videos have no tracings: EF validation only, landmark metrics n/a"]
+    assert "tracings: 5 of 7 videos; the others: EF only" in reader.summary()
+
+
+def test_require_tracings_is_echonet_dynamics_rule(tmp_path):
+    vids = standard_videos()
+    vids[1].traced = ()
+    root = write_dataset(tmp_path / "a", vids)
+    reader = EchoNet(root, require_tracings=True)
+    assert dict(reader.excluded) == {
+        "0X0001": "fewer than two usable traced frames: no rows in VolumeTracings.csv"}
+    assert not any("have no tracings" in i.message for i in reader.issues)
+    assert "untraced videos excluded (--require-tracings)" in reader.summary()
+    bare = write_dataset(tmp_path / "b", standard_videos(), tracings=False)
+    with pytest.raises(DataError, match=r"VolumeTracings.csv: file not found \(required"):
+        EchoNet(bare, require_tracings=True)
+    from echoedge.data.check import check_dataset
+
+    (only,) = [p for p in check_dataset(bare, decode_videos=False, require_tracings=True)
+               if p.file == "VolumeTracings.csv"]
+    assert only.fatal and "required" in only.message
+
+
+def test_filelist_without_split_column_is_all_test(tmp_path):
+    root = write_standard(tmp_path)
+    lines = read_lines(root / "FileList.csv")
+    write_lines(root / "FileList.csv", [ln.rsplit(",", 1)[0] for ln in lines])
+    reader = EchoNet(root)
+    assert reader.split_counts() == {"TRAIN": 0, "VAL": 0, "TEST": 8}
+    assert len(reader.records("TEST")) == 8
+    (w,) = [i for i in reader.issues if i.file == "FileList.csv"]
+    assert (w.kind, w.line, w.message) == ("warning", 1, "no Split column: every video counts as TEST")
+    with pytest.raises(DataError, match="split TRAIN has no usable videos"):
+        reader.records("TRAIN")
 
 
 def test_empty_volume_cells_become_nan(tmp_path):

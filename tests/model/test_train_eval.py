@@ -17,6 +17,7 @@ from echoedge.cli import main as cli_main
 from echoedge.errors import CheckpointError, EchoEdgeError
 from echoedge.model.checkpoint import load_checkpoint, read_payload, save_checkpoint
 from echoedge.model.train import TrainConfig, train
+from tests.data.fixtures import derive_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,6 +115,72 @@ def test_cli_evaluate_reports_metrics_and_baseline(tiny_run, tmp_path: Path, cap
     pred = np.array([p["ef"] for p in preds])
     assert result["metrics"]["mae"] == pytest.approx(np.abs(pred - truth).mean())
     assert (out / "scatter.png").stat().st_size > 1000
+
+
+def test_checkpoint_records_the_training_ef_mean(tiny_run):
+    from echoedge.data.echonet import EchoNet
+
+    res, data = tiny_run
+    trained_on = EchoNet(data).records("TRAIN")[:6]  # max_train_videos=6
+    want = float(np.mean([r.ef for r in trained_on]))
+    for path in (res.best, res.last):
+        assert read_payload(path)["train_ef"] == {"mean": pytest.approx(want), "videos": 6}
+    ck = load_checkpoint(res.best)
+    assert ck.train_ef_mean == pytest.approx(want) and ck.train_ef_videos == 6
+
+
+def _evaluate(ck: Path, data: Path, out: Path, capsys) -> tuple[str, dict]:
+    rc = cli_main(["evaluate", "--checkpoint", str(ck), "--data", str(data), "--clips", "1",
+                   "--out", str(out), "--cache-dir", str(out.parent / "frames")])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    return text, json.loads((out / "results.json").read_text())
+
+
+def test_evaluate_names_where_the_baseline_came_from(tiny_run, tmp_path: Path, capsys):
+    res, data = tiny_run
+    ck = load_checkpoint(res.best)
+    test_only = derive_dataset(data, tmp_path / "test-only", splits=("TEST",), untraced=None)
+    text, result = _evaluate(res.best, test_only, tmp_path / "a", capsys)
+    assert f"baseline: always {ck.train_ef_mean:.1f} % (training EF mean, from the checkpoint): MAE" in text
+    truth = np.array([p["ef_true"] for p in result["predictions"]])
+    assert result["baseline_mae"] == pytest.approx(np.abs(truth - ck.train_ef_mean).mean())
+    # EF-only: EF and volumes measured, landmarks n/a (never a number)
+    assert "landmarks n/a (no tracings)" in text and result["landmark_error_px"] is None
+    assert result["n_traced"] == 0 and np.isfinite(result["metrics"]["mae"])
+
+    # A checkpoint without the mean (like the shipped one): the dataset's TRAIN, else n/a.
+    payload = read_payload(res.best)
+    del payload["train_ef"]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    assert load_checkpoint(old).train_ef_mean is None
+    text, result = _evaluate(old, data, tmp_path / "b", capsys)
+    from echoedge.data.echonet import EchoNet
+
+    train_mean = float(np.mean([r.ef for r in EchoNet(data).records("TRAIN")]))
+    assert f"baseline: always {train_mean:.1f} % (TRAIN split mean of this dataset;" in text
+    assert result["train_mean_ef"] == pytest.approx(train_mean)
+    text, result = _evaluate(old, test_only, tmp_path / "c", capsys)
+    assert ("baseline: n/a (the checkpoint records no training EF mean and this dataset has no "
+            "TRAIN videos)") in text
+    assert result["baseline_mae"] is None and result["train_mean_ef"] is None
+
+
+def test_training_keeps_untraced_videos_with_landmark_terms_masked(synth_root: Path, tmp_path: Path):
+    from echoedge.data.echonet import EchoNet
+
+    data = derive_dataset(synth_root, tmp_path / "partly-traced", untraced=range(0, 16, 2))
+    recs = EchoNet(data).records("TRAIN")[:6]
+    assert any(r.has_tracings for r in recs) and not all(r.has_tracings for r in recs)
+    res = train(_tc(data, tmp_path / "run", epochs=1))
+    rows = list(csv.DictReader(open(res.out / "log.csv")))
+    assert np.isfinite(float(rows[0]["train_total"])) and np.isfinite(float(rows[0]["val_mae"]))
+    assert np.isfinite(float(rows[0]["train_landmark"]))
+    # EchoNet-Dynamic's rule trains on the traced videos only.
+    strict = train(_tc(data, tmp_path / "strict", epochs=1, require_tracings=True))
+    n_traced = sum(r.has_tracings for r in EchoNet(data).records("TRAIN"))
+    assert load_checkpoint(strict.best).meta["n_train_videos"] == min(6, n_traced)
 
 
 def test_cli_bad_checkpoint_exits_cleanly(tmp_path: Path, synth_root: Path, capsys):

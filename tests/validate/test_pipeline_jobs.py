@@ -37,3 +37,33 @@ def test_failed_conversions_in_workers_become_fail_runtime_entries(tmp_path: Pat
     for fmt in ("executorch", "tflite"):
         assert (tmp_path / "logs" / f"export-{fmt}.log").is_file()
         assert f"[{fmt}] toolchain messages -> {tmp_path / 'logs' / f'export-{fmt}.log'}" in lines
+
+
+def test_run_calibrates_a_test_only_dataset_on_other_videos(synth_root: Path, tmp_path: Path,
+                                                            monkeypatch, helpers):
+    """`run` on a test-only folder must not fit int8 ranges on the TEST videos it validates."""
+    import json
+
+    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.validate.pipeline import _calibrate
+    from echoedge.validate.validate import ValidateOptions
+    from tests.data.fixtures import derive_dataset
+
+    # The built-in synthetic set is 300 videos; the tiny one stands in for it.
+    monkeypatch.setattr("echoedge.data.default.default_dataset", lambda progress=True: synth_root)
+    test_only = derive_dataset(synth_root, tmp_path / "test-only", splits=("TEST",), untraced=None)
+    ck = load_checkpoint(helpers["tiny_checkpoint"](tmp_path / "tiny.pt"))
+    lines: list[str] = []
+    opt = ValidateOptions(progress=False, cache_dir=tmp_path / "frames")
+    path, note = _calibrate(test_only, ck, tmp_path / "artefacts", "random:8", None, None, 0, False,
+                            opt, lines.append)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["split"] == "TRAIN" and manifest["data_root"] == str(synth_root.resolve())
+    test_names = {p.stem for p in (test_only / "Videos").iterdir()}
+    assert not test_names & {c["video"] for c in manifest["clips"]}
+    assert "no TRAIN or VAL videos" in note and f"calibration: {note}" in lines
+    assert f"calibration: drawing random:8 from TRAIN of {synth_root}" in lines
+    # The same set is reused only when it came from the same source.
+    again, _ = _calibrate(test_only, ck, tmp_path / "artefacts", "random:8", None, None, 0, True,
+                          opt, lines.append)
+    assert again == path and lines[-1].startswith("calibration: reusing")
