@@ -177,7 +177,19 @@ def parse_filelist(path: Path, issues: list[Issue], listed: set[str]) -> list[Fi
         row.listed_width = _optional_int(cells.get("FrameWidth", ""))
         _note_labels(row, issues)
         rows.append(row)
+    _note_volumes(rows, issues)
     return rows
+
+
+def _note_volumes(rows: list[FileRow], issues: list[Issue]) -> None:
+    # One line with the count, not one per row: an EF-only set (an import from a hospital's test
+    # list) has no volumes on any row, and 2 x N identical warnings would bury everything else.
+    empty = [r for r in rows if math.isnan(r.esv) or math.isnan(r.edv)]
+    if empty:
+        first = ", ".join(f"{r.name} (line {r.line})" for r in empty[:3])
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        issues.append(Issue(FILELIST, None, f"{len(empty)} of {len(rows)} videos have an empty "
+                            f"ESV or EDV, their volume targets masked: {first}{more}", "warning"))
 
 
 def _optional_int(cell: str) -> int | None:
@@ -188,10 +200,6 @@ def _optional_int(cell: str) -> int | None:
 
 
 def _note_labels(row: FileRow, issues: list[Issue]) -> None:
-    for col in ("ESV", "EDV"):
-        if math.isnan(getattr(row, col.lower())):
-            issues.append(Issue(FILELIST, row.line, f"{row.name}: empty {col}; its volume targets "
-                                "will be masked", "warning", row.name))
     if all(math.isfinite(v) for v in (row.ef, row.esv, row.edv)) and row.edv > 0:
         ef = 100.0 * (row.edv - row.esv) / row.edv
         if abs(ef - row.ef) > EF_TOLERANCE:

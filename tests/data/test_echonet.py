@@ -290,7 +290,8 @@ def test_empty_volume_cells_become_nan(tmp_path):
     reader = EchoNet(root)
     rec = reader.record("0X0000")
     assert math.isnan(rec.esv) and math.isnan(rec.edv) and rec.ef > 0
-    assert any(i.kind == "warning" and "empty ESV" in i.message for i in reader.issues)
+    assert any(i.kind == "warning" and "1 of " in i.message and "empty ESV or EDV" in i.message
+               and "0X0000 (line 2)" in i.message for i in reader.issues)
 
 
 # --- bad input: one-line DataError naming the file and the line -----------------------------
