@@ -4,6 +4,7 @@ default dataset and checkpoint."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = "paper"
@@ -18,6 +19,12 @@ def data_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
            "on first use)"),
     )
     tracings_arg(p)
+
+
+def show_progress(no_progress: bool) -> bool:
+    """Progress bars only on a terminal: rich's transient bar leaves an empty line in a log or a
+    CI console, between the status lines."""
+    return not no_progress and sys.stdout.isatty()
 
 
 def tracings_arg(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import data_arg, resolve_checkpoint, resolve_data
+from echoedge.commands.common import show_progress, data_arg, resolve_checkpoint, resolve_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +75,7 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
         sizes=parse_sizes(args.sizes), draws=args.draws, calibration_split=args.calibration_split,
         threads=args.threads, latency_runs=args.runs, seed=args.seed, cache_dir=args.cache_dir,
-        progress=not args.no_progress, require_tracings=args.require_tracings)
+        progress=show_progress(args.no_progress), require_tracings=args.require_tracings)
     res = debug_quant(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint),
                       args.out, opt, report=args.report)
     for b in res.data.get("budget") or []:

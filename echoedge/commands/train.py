@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from echoedge.commands.common import DEFAULT_CONFIG, tracings_arg
+from echoedge.commands.common import show_progress, DEFAULT_CONFIG, tracings_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         require_tracings=args.require_tracings,
         time_budget_s=args.time_budget, device=args.device, amp=not args.no_amp,
         cache_dir=str(args.cache_dir) if args.cache_dir else None, resume=args.resume,
-        progress=not args.no_progress,
+        progress=show_progress(args.no_progress),
     )
     res = train(tc)
     if int(os.environ.get("RANK", "0")) == 0:

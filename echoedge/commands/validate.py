@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import data_arg, resolve_checkpoint, resolve_data
+from echoedge.commands.common import show_progress, data_arg, resolve_checkpoint, resolve_data
 from echoedge.errors import EchoEdgeError
 
 
@@ -45,7 +45,7 @@ def validate_options(args: argparse.Namespace):
     return ValidateOptions(split=args.split, videos=args.videos, clips_per_video=args.clips or None,
                            threads=args.threads, latency_runs=args.runs, warmup=args.warmup,
                            bootstrap=args.bootstrap, seed=args.seed, worst_n=args.worst,
-                           cache_dir=args.cache_dir, progress=not args.no_progress,
+                           cache_dir=args.cache_dir, progress=show_progress(args.no_progress),
                            require_tracings=args.require_tracings)
 
 

@@ -111,7 +111,7 @@ def validate(
     n_traced = sum(r.has_tracings for r in records)
     if n_traced < len(records):
         log(f"data: {len(records) - n_traced} of {len(records)} {opt.split} videos have no tracings: "
-            "EF, EDV and ESV validated" + ("; landmark metrics n/a" if not n_traced else
+            "EF validated (EDV and ESV where labelled)" + ("; landmark metrics n/a" if not n_traced else
                                            f"; landmark metrics over the {n_traced} traced"))
     log(f"baseline: {baseline.describe()}")
     frames = FrameCache(reader, Path(opt.cache_dir) if opt.cache_dir else None)
