@@ -210,7 +210,7 @@ def read_acquisition(root: Path) -> dict[str, AcquisitionSettings] | None:
         return None
     out: dict[str, AcquisitionSettings] = {}
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # tolerate a spreadsheet's BOM
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in CSV_COLUMNS if c not in header]
