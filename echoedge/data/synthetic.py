@@ -80,7 +80,7 @@ from echoedge.data.landmarks import simpson_volume_rows
 from echoedge.data.synthetic_heart import (
     FRAME, PIXEL_SPACING_CM, SPLITS, draw_params_from, tracing_rows, video_rng,
 )
-from echoedge.data.synthetic_probe import acquired_params
+from echoedge.data.synthetic_probe import acquired_params, fit_to_heart
 from echoedge.data.synthetic_render import render_video
 from echoedge.errors import EchoEdgeError
 
@@ -122,7 +122,7 @@ def make_video(seed: int, index: int, videos_dir: Path, acquisition: str = "fixe
 
     rng = video_rng(seed, index)
     p = draw_params_from(rng, index)
-    acq = settings_for(acquisition, seed, index)
+    acq = fit_to_heart(p, settings_for(acquisition, seed, index))
     shown = acquired_params(p, acq)  # the heart as this acquisition shows it
     frames = render_video(shown, rng, acq)
     write_video(Path(videos_dir) / f"{p.name}.avi", frames, p.fps)

@@ -86,6 +86,31 @@ def acquired_params(p: VideoParams, acq: AcquisitionSettings) -> VideoParams:
     return dataclasses.replace(p, **changes) if changes else p
 
 
+SECTOR_MARGIN_DEG = 5.0  # a narrowed sector keeps this much room beside the LV's tracing
+
+
+def fit_to_heart(p: VideoParams, acq: AcquisitionSettings) -> AcquisitionSettings:
+    """`acq` with its sector widened where the drawn one would cut off part of the LV.
+
+    A user narrows the sector only as far as the LV allows. The drawn width and rotation are
+    independent of the heart, so now and then they would put part of the LV outside the image,
+    leaving a tracing on nothing (measured: 6 of 2000 traced frames of seed 0). Keeping a margin
+    widens about 4% of the varied videos' sectors.
+    """
+    if acq.sector_deg >= 90.0:
+        return acq
+    from echoedge.data.synthetic_heart import tracing_rows
+
+    shown = acquired_params(p, acq)
+    rows = tracing_rows(shown, 0.0)  # ED: the largest cavity
+    pts = np.concatenate([rows[:, 0:2], rows[:, 2:4]]) - np.asarray(shown.vertex)
+    widest = float(np.degrees(np.abs(np.arctan2(pts[:, 0], np.maximum(pts[:, 1], 1e-6)))).max())
+    needed = math.ceil(2.0 * (widest + SECTOR_MARGIN_DEG) * 1000.0) / 1000.0  # CSV precision
+    if needed <= acq.sector_deg:
+        return acq
+    return dataclasses.replace(acq, sector_deg=min(90.0, needed))
+
+
 # --------------------------------------------------------------------------------------------
 # Tissue
 # --------------------------------------------------------------------------------------------
@@ -198,4 +223,4 @@ class ProbeDisplay:
         return np.float32(dr0 / dr), (offset * self.mask).astype(np.float32)
 
 
-__all__ = ["ProbeDisplay", "acquired_params", "lateral_dropout", "speckle_power", "zoom"]
+__all__ = ["ProbeDisplay", "acquired_params", "fit_to_heart", "lateral_dropout", "speckle_power", "zoom"]

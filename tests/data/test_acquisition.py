@@ -17,7 +17,7 @@ from echoedge.data import synthetic as S
 from echoedge.data import synthetic_heart as H
 from echoedge.data import synthetic_render as R
 from echoedge.data.landmarks import simpson_volume_rows
-from echoedge.data.synthetic_probe import acquired_params
+from echoedge.data.synthetic_probe import acquired_params, fit_to_heart
 from echoedge.errors import DataError, EchoEdgeError
 
 # Two 35-frame videos of seed 0 and the sha256 of their rendered frames, computed with the
@@ -231,6 +231,24 @@ def test_bad_views_change_the_shape_not_the_ef() -> None:
         assert 100 * (ed - es) / ed == pytest.approx(base.ef, abs=1e-6)
 
 
+def test_narrow_sector_is_widened_to_hold_the_lv() -> None:
+    def outside(p: H.VideoParams, acq: A.AcquisitionSettings) -> float:
+        shown = acquired_params(p, acq)
+        rows = H.tracing_rows(shown, 0.0)
+        pts = np.round(np.concatenate([rows[:, 0:2], rows[:, 2:4]])).astype(int).clip(0, 111)
+        return 1.0 - R.sector_mask(shown)[pts[:, 1], pts[:, 0]].mean()
+
+    p = H.draw_params(0, 30)  # a heart the drawn 68 degree sector would cut
+    drawn = A.draw_acquisition(0, 30)
+    assert drawn.sector_deg < 70 and outside(p, drawn) > 0.1
+    fitted = fit_to_heart(p, drawn)
+    assert drawn.sector_deg < fitted.sector_deg <= 90 and outside(p, fitted) == 0
+    assert dataclasses.replace(fitted, sector_deg=drawn.sector_deg) == drawn  # nothing else moves
+    assert fit_to_heart(p, A.NEUTRAL) is A.NEUTRAL
+    roomy = dataclasses.replace(A.NEUTRAL, sector_deg=80.0)
+    assert fit_to_heart(H.draw_params(0, 0), roomy) is roomy
+
+
 # --------------------------------------------------------------------------------------------
 # Acquisition.csv
 # --------------------------------------------------------------------------------------------
@@ -316,7 +334,7 @@ def test_varied_set_records_its_settings_and_keeps_the_labels(varied3: Path, tmp
     reader = EchoNet(varied3)
     assert list(acq) == [r.file_name for r in reader.records()]
     for i, rec in enumerate(reader.records()):
-        assert acq[rec.file_name] == A.draw_acquisition(1, i)
+        assert acq[rec.file_name] == fit_to_heart(H.draw_params(1, i), A.draw_acquisition(1, i))
         ef_tracing = 100 * (rec.ed_volume_px - rec.es_volume_px) / rec.ed_volume_px
         assert ef_tracing == pytest.approx(rec.ef, abs=0.5)  # every view keeps the true EF
         assert np.all((rec.ed_tracing > 0) & (rec.ed_tracing < 112))
@@ -347,4 +365,5 @@ def test_cli_synth_varied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["synth", str(tmp_path / "v"), "--videos", "1", "--seed", "2", "--workers", "1",
                  "--acquisition", "varied"]) == 0
     assert "acquisition varied" in capsys.readouterr().out
-    assert list(A.read_acquisition(tmp_path / "v").values()) == [A.draw_acquisition(2, 0)]
+    assert list(A.read_acquisition(tmp_path / "v").values()) == [
+        fit_to_heart(H.draw_params(2, 0), A.draw_acquisition(2, 0))]
