@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
     ap.add_argument("--data", type=Path, default=None,
-                    help="default: the built-in synthetic set (~/.cache/echo-edge/synthetic-seed0-n300)")
+                    help="default: the built-in synthetic set (echoedge.data.default.default_dataset)")
     ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     ap.add_argument("--sizes", default="8,16,32,64,128")
     ap.add_argument("--draws", type=int, default=3, help="disjoint draws per (strategy, N)")

@@ -42,7 +42,8 @@ def cached(out: Path, name: str, fresh: bool, compute: Callable[[], Any]) -> Any
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path.home() / ".cache/echo-edge/synthetic-seed0-n300")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="dataset root (default: the built-in synthetic set, generated if absent)")
     ap.add_argument("--artefacts", type=Path, default=Path("/tmp/lead/run1/artefacts"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/fa/bench"))
     ap.add_argument("--budget", type=float, default=0.25)
@@ -75,6 +76,10 @@ def main() -> None:
     from echoedge.quantdebug.simulate import ef_per_video, fidelity, load_videos
 
     torch.manual_seed(0)
+    if args.data is None:
+        from echoedge.data.default import default_dataset
+
+        args.data = default_dataset()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]

@@ -1,6 +1,6 @@
 """Throughput of the synthetic EchoNet generator: videos/s, seconds and MB written.
 
-    python bench/bench_synth.py --videos 60 --workers 2
+    python bench/bench_synth.py --videos 60 --workers 2 [--acquisition varied]
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=60, help="videos to generate (default 60)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--acquisition", choices=("fixed", "varied"), default="fixed")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         out = Path(tmp) / "echonet"
-        s = generate_dataset(out, videos=args.videos, seed=args.seed, workers=args.workers, progress=False)
+        s = generate_dataset(out, videos=args.videos, seed=args.seed, workers=args.workers, progress=False,
+                               acquisition=args.acquisition)
         mb = _megabytes(out)
-    print(f"videos {s.videos}  workers {args.workers}  seconds {s.seconds:.2f}  "
+    print(f"acquisition {args.acquisition}  videos {s.videos}  workers {args.workers}  seconds {s.seconds:.2f}  "
           f"videos/s {s.videos_per_second:.2f}  MB written {mb:.1f} ({mb / s.videos:.2f} MB/video)")
     return 0
 

@@ -2,6 +2,10 @@
 
 With the same seed, a smaller synthetic set is a prefix of a larger one, so the default set's
 TEST videos are TEST videos of the set the shipped checkpoint was trained on: held out from it.
+
+The cache folder's name carries everything that decides the files: seed, size, acquisition mode
+and the generator's format version (synthetic.SYNTH_FORMAT), so a cache written by an older
+generator is never reused and a varied set can sit beside the fixed one.
 """
 
 from __future__ import annotations
@@ -11,17 +15,29 @@ from pathlib import Path
 
 DEFAULT_VIDEOS = 300
 DEFAULT_SEED = 0
+# Fixed until the checkpoint retrained on varied acquisitions ships; the shipped one was trained
+# on the fixed look.
+DEFAULT_ACQUISITION = "fixed"
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("ECHOEDGE_CACHE", Path.home() / ".cache" / "echo-edge"))
 
 
-def default_dataset(videos: int = DEFAULT_VIDEOS, seed: int = DEFAULT_SEED, progress: bool = True) -> Path:
+def default_dataset_root(videos: int = DEFAULT_VIDEOS, seed: int = DEFAULT_SEED,
+                         acquisition: str = DEFAULT_ACQUISITION) -> Path:
+    """Where the cached synthetic dataset with these settings lives (it may not exist yet)."""
+    from echoedge.data.synthetic import SYNTH_FORMAT
+
+    return cache_root() / f"synthetic-seed{seed}-n{videos}-{acquisition}-v{SYNTH_FORMAT}"
+
+
+def default_dataset(videos: int = DEFAULT_VIDEOS, seed: int = DEFAULT_SEED, progress: bool = True,
+                    acquisition: str = DEFAULT_ACQUISITION) -> Path:
     """Path of the cached synthetic dataset, generating it first if it is not there."""
     from echoedge.data.synthetic import generate_dataset
 
-    root = cache_root() / f"synthetic-seed{seed}-n{videos}"
+    root = default_dataset_root(videos, seed, acquisition)
     if not (root / "FileList.csv").is_file():
-        generate_dataset(root, videos=videos, seed=seed, progress=progress)
+        generate_dataset(root, videos=videos, seed=seed, progress=progress, acquisition=acquisition)
     return root

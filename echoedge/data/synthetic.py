@@ -36,7 +36,9 @@ number of frames and the start phase is chosen so that one beat's ED frame (c = 
 
 *Tracing and labels.* The 21 VolumeTracings rows of a traced frame come from that frame's exact
 geometry: row 0 the long axis (endpoint order random), rows 1..20 chords at the disk mid-points
-(i - 0.5) / 20 of the axis, perpendicular to it, ending on the border. With this geometry the
+(i - 0.5) / 20 of the axis, perpendicular to it, ending on the border. The ES frame's rows come
+first and the ED frame's last, as EchoNet-Dynamic's reference loader expects (it takes a video's
+first traced frame as ES and its last as ED). With this geometry the
 Simpson volume is pi * L * W^2 * mean(f^2), so ES/ED = (L_es / L_ed) * (W_es / W_ed)^2 and we choose
 L_es / L_ed from a longitudinal shortening of 18-32% of EF, then W_es / W_ed to hit the drawn EF.
 FileList's EDV/ESV are those Simpson volumes (from the rounded coordinates actually written) times
@@ -46,9 +48,18 @@ PIXEL_SPACING_CM**3, and its EF is computed from those exact numbers.
 (name, split, parameters, textures, noise), so a dataset is a byte-exact prefix of a larger one
 with the same seed and the worker count does not matter.
 
+*Acquisition.* `acquisition="fixed"` renders every video with the neutral probe settings (the look
+above); `"varied"` draws each video's gain, TGC, dynamic range, speckle, resolution, depth, sector,
+probe rotation and tilt, noise, dropout, shadow and view from its own stream
+(echoedge.data.acquisition), so the hearts, textures and FileList labels are those of the fixed
+set with the same seed. Geometry settings move the frames and the tracings together; FileList's
+EF, EDV and ESV are always the true heart's (a foreshortened view's tracings trace the shorter
+cavity the frames show, so their Simpson volumes are smaller; their EF is the same). Each video's
+settings are written to Acquisition.csv beside the EchoNet files.
+
 Modules: this one lays out the dataset (`generate_dataset`, `make_video`); `synthetic_heart` draws
 a video's parameters and gives the LV's shape, motion and tracings; `synthetic_render` renders the
-frames.
+frames; `synthetic_probe` applies an acquisition; `acquisition` draws and stores the settings.
 """
 
 from __future__ import annotations
@@ -62,12 +73,20 @@ from pathlib import Path
 
 import numpy as np
 
+from echoedge.data.acquisition import (
+    ACQUISITION_CSV, MODES, AcquisitionSettings, settings_for, write_acquisition_csv,
+)
 from echoedge.data.landmarks import simpson_volume_rows
 from echoedge.data.synthetic_heart import (
     FRAME, PIXEL_SPACING_CM, SPLITS, draw_params_from, tracing_rows, video_rng,
 )
+from echoedge.data.synthetic_probe import acquired_params, fit_to_heart
 from echoedge.data.synthetic_render import render_video
 from echoedge.errors import EchoEdgeError
+
+# Bump when the files a seed produces change, so caches keyed on it (echoedge.data.default) are
+# regenerated. 2: VolumeTracings ES rows first, ED last; Acquisition.csv.
+SYNTH_FORMAT = 2
 
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS",
                     "NumberOfFrames", "Split")
@@ -90,43 +109,47 @@ class VideoRecord:
     tracings: tuple[tuple[str, ...], ...]
     ef: float
     split: str
+    acquisition: AcquisitionSettings
 
 
 def _fmt(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}"
 
 
-def make_video(seed: int, index: int, videos_dir: Path) -> VideoRecord:
+def make_video(seed: int, index: int, videos_dir: Path, acquisition: str = "fixed") -> VideoRecord:
     """Render video `index`, write its AVI under `videos_dir` and return its CSV rows."""
     from echoedge.data.video import write_video
 
     rng = video_rng(seed, index)
     p = draw_params_from(rng, index)
-    frames = render_video(p, rng)
+    acq = fit_to_heart(p, settings_for(acquisition, seed, index))
+    shown = acquired_params(p, acq)  # the heart as this acquisition shows it
+    frames = render_video(shown, rng, acq)
     write_video(Path(videos_dir) / f"{p.name}.avi", frames, p.fps)
 
-    ed_rows = np.round(tracing_rows(p, 0.0), _COORD_DECIMALS)
-    es_rows = np.round(tracing_rows(p, 1.0), _COORD_DECIMALS)
+    # Labels are the true heart's, whatever the acquisition: Simpson volumes of its tracings at
+    # the neutral depth (identical to the fixed set's), rounded as written.
     ml = PIXEL_SPACING_CM**3
-    edv = round(simpson_volume_rows(ed_rows) * ml, _LABEL_DECIMALS)
-    esv = round(simpson_volume_rows(es_rows) * ml, _LABEL_DECIMALS)
+    edv = round(simpson_volume_rows(np.round(tracing_rows(p, 0.0), _COORD_DECIMALS)) * ml, _LABEL_DECIMALS)
+    esv = round(simpson_volume_rows(np.round(tracing_rows(p, 1.0), _COORD_DECIMALS)) * ml, _LABEL_DECIMALS)
     ef = round(100.0 * (edv - esv) / edv, _LABEL_DECIMALS)
     filelist = (p.name, _fmt(ef, _LABEL_DECIMALS), _fmt(esv, _LABEL_DECIMALS),
                 _fmt(edv, _LABEL_DECIMALS), str(FRAME), str(FRAME), str(p.fps), str(p.frames),
                 p.split)
-    traced = [(ed_rows, p.ed_frame), (es_rows, p.es_frame)]
-    if not p.ed_first:
-        traced.reverse()
+    # Tracings trace what the frames show. ES first, ED last: EchoNet-Dynamic's reference loader
+    # (echonet/datasets/echo.py) takes the first traced frame as ES and the last as ED.
+    traced = [(np.round(tracing_rows(shown, 1.0), _COORD_DECIMALS), p.es_frame),
+              (np.round(tracing_rows(shown, 0.0), _COORD_DECIMALS), p.ed_frame)]
     tracings = tuple(
         (f"{p.name}.avi", *(_fmt(x, _COORD_DECIMALS) for x in row), str(frame))
         for rows, frame in traced
         for row in rows
     )
-    return VideoRecord(filelist=filelist, tracings=tracings, ef=ef, split=p.split)
+    return VideoRecord(filelist=filelist, tracings=tracings, ef=ef, split=p.split, acquisition=acq)
 
 
-def _make_video_job(job: tuple[int, int, str]) -> VideoRecord:
-    return make_video(job[0], job[1], Path(job[2]))
+def _make_video_job(job: tuple[int, int, str, str]) -> VideoRecord:
+    return make_video(job[0], job[1], Path(job[2]), job[3])
 
 
 def _worker_init() -> None:
@@ -143,6 +166,8 @@ class SynthSummary:
     out: Path
     videos: int
     splits: dict[str, int] = field(default_factory=dict)
+    acquisition: str = "fixed"
+    views: dict[str, int] = field(default_factory=dict)
     ef_mean: float = 0.0
     ef_sd: float = 0.0
     ef_min: float = 0.0
@@ -153,15 +178,19 @@ class SynthSummary:
 
     def describe(self) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
+        views = ", ".join(f"{v} {k}" for k, v in sorted(self.views.items()))
         return (
             f"wrote {self.videos} synthetic videos to {self.out} ({splits})\n"
+            f"acquisition {self.acquisition}" + (f": {views}" if views else "") + "\n"
             f"EF mean {self.ef_mean:.1f} sd {self.ef_sd:.1f} range {self.ef_min:.1f}-{self.ef_max:.1f}, "
             f"{100 * self.frac_below_50:.0f}% below 50\n"
             f"{self.seconds:.1f} s, {self.videos_per_second:.1f} videos/s"
         )
 
 
-def _check_args(out: Path, videos: int, seed: int, workers: int | None) -> None:
+def _check_args(out: Path, videos: int, seed: int, workers: int | None, acquisition: str) -> None:
+    if acquisition not in MODES:
+        raise EchoEdgeError(f"--acquisition must be one of {', '.join(MODES)}, got {acquisition!r}")
     if int(videos) < 1:
         raise EchoEdgeError(f"--videos must be >= 1, got {videos}")
     if int(seed) < 0:
@@ -185,6 +214,7 @@ def _write_csvs(root: Path, records: list[VideoRecord]) -> None:
         w.writerow(TRACING_COLUMNS)
         for r in records:
             w.writerows(r.tracings)
+    write_acquisition_csv(root / ACQUISITION_CSV, [(r.filelist[0], r.acquisition) for r in records])
 
 
 def _pool(workers: int):  # -> multiprocessing.pool.Pool
@@ -209,7 +239,7 @@ def _pool(workers: int):  # -> multiprocessing.pool.Pool
         cv2.setNumThreads(previous)
 
 
-def _render_all(jobs: list[tuple[int, int, str]], workers: int, progress: bool) -> list[VideoRecord]:
+def _render_all(jobs: list[tuple[int, int, str, str]], workers: int, progress: bool) -> list[VideoRecord]:
     from contextlib import nullcontext
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -243,15 +273,18 @@ def generate_dataset(
     seed: int,
     workers: int | None = None,
     progress: bool = True,
+    acquisition: str = "fixed",
 ) -> SynthSummary:
     """Write `videos` synthetic videos in EchoNet-Dynamic's layout to the folder `out`.
 
     The folder must be absent or empty. Everything is written to a temporary sibling first and
     renamed at the end, so an interrupted run leaves no half dataset. Same seed -> same bytes,
     whatever `workers` (default: CPU count); N videos are a prefix of M > N with the same seed.
+    `acquisition` is 'fixed' (the neutral look for every video) or 'varied' (per-video settings,
+    echoedge.data.acquisition); either way Acquisition.csv records them.
     """
     out = Path(out)
-    _check_args(out, videos, seed, workers)
+    _check_args(out, videos, seed, workers, acquisition)
     n_workers = max(1, min(int(workers or os.cpu_count() or 1), int(videos)))
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +293,7 @@ def generate_dataset(
         shutil.rmtree(tmp)
     try:
         (tmp / "Videos").mkdir(parents=True)
-        jobs = [(int(seed), i, str(tmp / "Videos")) for i in range(int(videos))]
+        jobs = [(int(seed), i, str(tmp / "Videos"), acquisition) for i in range(int(videos))]
         records = _render_all(jobs, n_workers, progress)
         names = [r.filelist[0] for r in records]
         if len(set(names)) != len(names):  # 64-bit names: practically never
@@ -273,14 +306,18 @@ def generate_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - start
-    return _summarise(out, records, seconds)
+    return _summarise(out, records, seconds, acquisition)
 
 
-def _summarise(out: Path, records: list[VideoRecord], seconds: float) -> SynthSummary:
+def _summarise(out: Path, records: list[VideoRecord], seconds: float, acquisition: str) -> SynthSummary:
     ef = np.array([r.ef for r in records])
     splits = {s: sum(r.split == s for r in records) for s in SPLITS}
+    views = {}
+    for r in records:
+        views[r.acquisition.view] = views.get(r.acquisition.view, 0) + 1
     return SynthSummary(
-        out=out, videos=len(records), splits=splits, ef_mean=float(ef.mean()),
+        out=out, videos=len(records), splits=splits, acquisition=acquisition, views=views,
+        ef_mean=float(ef.mean()),
         ef_sd=float(ef.std()), ef_min=float(ef.min()), ef_max=float(ef.max()),
         frac_below_50=float((ef < 50).mean()), seconds=seconds,
         videos_per_second=len(records) / max(seconds, 1e-9),

@@ -43,7 +43,9 @@ class VideoParams:
     heart_rate: float  # beats per minute
     systole_frames: int  # ED -> ES, whole frames
     ed_frame: int  # the traced beat's ED frame; its ES frame is ed_frame + systole_frames
-    ed_first: bool  # ED rows before ES rows in VolumeTracings
+    # Drawn but no longer used: VolumeTracings are written ES first, ED last, as EchoNet's reference
+    # loader reads them. The draw stays because the draw order is part of the on-disk format.
+    ed_first: bool
     axis_swapped: bool  # row 0 written base -> apex
     vertex: tuple[float, float]  # sector vertex (x, y)
     radius: float  # sector depth in px
@@ -59,6 +61,10 @@ class VideoParams:
     gain: float
     attenuation: float  # per px of depth
     haze: float  # additive floor (grey levels)
+    # Set only by an acquisition (synthetic_probe.acquired_params); the defaults are the neutral look.
+    sector_deg: float = 90.0  # sector opening angle
+    anatomy_scale: float = 1.0  # px per neutral px: atria and the RV's offset follow the zoom
+    rv_scale: float = 1.0  # RV width x this (an off-axis cut shows more RV)
 
     @property
     def frames_per_beat(self) -> float:

@@ -2,7 +2,9 @@
 
 The tissue map (echogenicity x speckle) is drawn once at ED and warped backwards to each frame's
 contraction; the probe's sector, gain and haze are applied last. The image model is described in
-echoedge.data.synthetic's docstring.
+echoedge.data.synthetic's docstring; an acquisition other than the neutral one is applied through
+echoedge.data.synthetic_probe (each of its steps is skipped where the setting is neutral, so the
+neutral frames are byte-identical to those rendered without one).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import math
 
 import numpy as np
 
+from echoedge.data.acquisition import NEUTRAL, AcquisitionSettings
 from echoedge.data.synthetic_heart import (
     FRAME, VideoParams, axes, cavity_profile, contraction, phases, profile_peak, profile_raw,
     shape_at, systolic_fraction, valve_opening,
 )
+from echoedge.data.synthetic_probe import ProbeDisplay, lateral_dropout, speckle_power
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +79,7 @@ def _speckle(rng: np.random.Generator) -> np.ndarray:
     return r / r.mean()
 
 
-def _tissue_map(p: VideoParams, rng: np.random.Generator) -> np.ndarray:
+def _tissue_map(p: VideoParams, rng: np.random.Generator, acq: AcquisitionSettings = NEUTRAL) -> np.ndarray:
     """Echogenicity x speckle of the heart at ED, in pixel space (float32, ~0..1.5)."""
     import cv2
 
@@ -91,8 +95,8 @@ def _tissue_map(p: VideoParams, rng: np.random.Generator) -> np.ndarray:
 
     # RV: a smaller bullet left of the septum, its apex lower, axis splayed outwards.
     rv_tilt = p.tilt - math.radians(float(rng.uniform(10.0, 18.0)))
-    rv_apex = apex + a * (0.2 * L) - n * (0.55 * W + p.wall + 2.0)
-    rv_len, rv_w = 0.72 * L, 0.72 * W * float(rng.uniform(0.9, 1.1))
+    rv_apex = apex + a * (0.2 * L) - n * (0.55 * W + p.wall + 2.0 * p.anatomy_scale)
+    rv_len, rv_w = 0.72 * L, 0.72 * W * float(rng.uniform(0.9, 1.1)) * p.rv_scale
     ur, vr = _local(xs, ys, rv_apex, rv_tilt)
     rv_prof = profile_raw(ur / rv_len, 1.2, 0.1) / profile_peak(1.2, 0.1)
     # Shift the RV's centre line outwards by its half-width so its septal border runs near
@@ -102,15 +106,16 @@ def _tissue_map(p: VideoParams, rng: np.random.Generator) -> np.ndarray:
 
     # Atria below the valve planes; each opens to its ventricle through the annulus.
     base = apex + L * a
-    la_c = base + a * float(rng.uniform(12.0, 15.0)) + n * 1.0
-    la_r = (float(rng.uniform(12.0, 15.0)), W * 0.95)
+    k = p.anatomy_scale  # absolute sizes (px at the neutral depth) follow the zoom
+    la_c = base + a * (float(rng.uniform(12.0, 15.0)) * k) + n * k
+    la_r = (float(rng.uniform(12.0, 15.0)) * k, W * 0.95)
     ul, vl = _local(xs, ys, la_c, p.tilt)
     la_in = (ul / la_r[0]) ** 2 + (vl / la_r[1]) ** 2 <= 1.0
-    mitral = (u >= L - 1.0) & (u <= L + 6.0) & (np.abs(v) <= W * cavity_profile(np.ones(1), p)[0])
+    mitral = (u >= L - 1.0) & (u <= L + 6.0 * k) & (np.abs(v) <= W * cavity_profile(np.ones(1), p)[0])
     rv_base = rv_apex + rv_len * np.array([math.sin(rv_tilt), math.cos(rv_tilt)])
     rv_n = np.array([math.cos(rv_tilt), -math.sin(rv_tilt)])
-    ra_c = rv_base + a * float(rng.uniform(10.0, 13.0)) - rv_n * (0.6 * rv_w)
-    ra_r = (float(rng.uniform(10.0, 13.0)), rv_w * 0.9)
+    ra_c = rv_base + a * (float(rng.uniform(10.0, 13.0)) * k) - rv_n * (0.6 * rv_w)
+    ra_r = (float(rng.uniform(10.0, 13.0)) * k, rv_w * 0.9)
     ua, va = _local(xs, ys, ra_c, p.tilt)
     ra_in = (ua / ra_r[0]) ** 2 + (va / ra_r[1]) ** 2 <= 1.0
     sd_atria = _signed_distance((la_in | mitral | ra_in) & ~lv_in)
@@ -146,9 +151,12 @@ def _tissue_map(p: VideoParams, rng: np.random.Generator) -> np.ndarray:
     echo += 0.5 * _annulus_spots(p, x1, y1)
     echo *= np.exp(0.22 * _smooth_field(rng, 10))
     echo *= _dropout(p, rng, x1, y1)
+    extra = lateral_dropout(p, acq, x1, y1)
+    if extra is not None:
+        echo *= extra
     # Lateral resolution is worse than axial: blur the scatterer map anisotropically.
     echo = cv2.GaussianBlur(echo.astype(np.float32), (0, 0), sigmaX=0.9, sigmaY=0.5)
-    return (echo * _speckle(rng)).astype(np.float32)
+    return (echo * speckle_power(_speckle(rng), acq)).astype(np.float32)
 
 
 def _annulus_spots(p: VideoParams, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -185,10 +193,14 @@ def _dropout(p: VideoParams, rng: np.random.Generator, x: np.ndarray, y: np.ndar
 
 
 def sector_mask(p: VideoParams) -> np.ndarray:
-    """Boolean (112, 112): True inside the 90 degree sector."""
+    """Boolean (112, 112): True inside the sector (90 degrees unless an acquisition narrows it)."""
     x, y = _grid(1)
     dx, dy = x - p.vertex[0], y - p.vertex[1]
-    return (dy > 0) & (np.abs(dx) <= dy) & (np.hypot(dx, dy) <= p.radius)
+    if p.sector_deg == 90.0:
+        inside = np.abs(dx) <= dy  # the neutral expression, kept for byte-identical frames
+    else:
+        inside = np.abs(dx) <= dy * math.tan(math.radians(p.sector_deg / 2.0))
+    return (dy > 0) & inside & (np.hypot(dx, dy) <= p.radius)
 
 
 def _probe_gain(p: VideoParams) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +208,8 @@ def _probe_gain(p: VideoParams) -> tuple[np.ndarray, np.ndarray]:
     x, y = _grid(1)
     dx, dy = x - p.vertex[0], y - p.vertex[1]
     depth = np.hypot(dx, dy)
-    angle = np.arctan2(dx, np.maximum(dy, 1e-6)) / (np.pi / 4)
+    half = np.pi / 4 if p.sector_deg == 90.0 else math.radians(p.sector_deg / 2.0)
+    angle = np.arctan2(dx, np.maximum(dy, 1e-6)) / half
     gain = 255.0 * p.gain * np.exp(-p.attenuation * depth) * (1.0 - 0.35 * np.abs(angle) ** 4)
     mask = sector_mask(p)
     floor = p.haze * mask * (0.7 + 0.3 * np.exp(-depth / 60.0))
@@ -270,12 +283,26 @@ def _leaflets(p: VideoParams, c: float, opening: float, annulus: float) -> np.nd
     return canvas
 
 
-def render_video(p: VideoParams, rng: np.random.Generator) -> np.ndarray:
-    """All frames of the video (frames, 112, 112) uint8; `rng` continues after the parameters."""
+def render_video(p: VideoParams, rng: np.random.Generator,
+                 acq: AcquisitionSettings = NEUTRAL) -> np.ndarray:
+    """All frames of the video (frames, 112, 112) uint8; `rng` continues after the parameters.
+
+    `p` is the heart as the acquisition shows it (synthetic_probe.acquired_params(p, acq)); `acq`
+    adds what acts on the image rather than on the geometry.
+    """
     import cv2
 
-    tissue = _tissue_map(p, rng)
+    tissue = _tissue_map(p, rng, acq)
     gain, floor = _probe_gain(p)
+    probe = None if acq.is_neutral() else ProbeDisplay(p, acq, sector_mask(p))
+    display = None
+    if probe is not None:
+        shadow = probe.echo_gain()
+        if shadow is not None:
+            gain = gain * shadow
+        if probe.floor_gain() != 1.0:
+            floor = floor * np.float32(probe.floor_gain())
+        display = probe.display()
     warp = _Warp(p)
     phase = phases(p)
     systole = systolic_fraction(p)
@@ -292,7 +319,11 @@ def render_video(p: VideoParams, rng: np.random.Generator) -> np.ndarray:
         frame = cv2.remap(tissue, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         frame += _leaflets(p, float(cs[k]), float(opening[k]), annulus) * leaflet_gain
         frame *= gain
+        if probe is not None:
+            frame = probe.blur(frame)
         frame += floor * (1.0 + 0.25 * noise[k])
+        if display is not None:
+            frame = frame * display[0] + display[1]
         np.clip(frame, 0.0, 255.0, out=frame)
         out[k] = (frame + 0.5).astype(np.uint8)
     return out

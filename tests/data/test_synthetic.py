@@ -48,6 +48,44 @@ def _hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _reference_loader(root: Path) -> dict[str, tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]]:
+    """EchoNet-Dynamic's reference loader rule (echonet/datasets/echo.py), re-implemented: rows
+    grouped by FileName in file order, frames in order of first appearance; the FIRST traced frame
+    is taken as the small (ES) one and the LAST as the large (ED) one. Returns name -> (ES, ED)."""
+    frames: dict[str, list[int]] = {}
+    trace: dict[str, dict[int, list[list[float]]]] = {}
+    with open(root / "VolumeTracings.csv") as f:
+        f.readline()
+        for line in f:
+            name, x1, y1, x2, y2, frame = line.strip().split(",")
+            name, frame_i = name.removesuffix(".avi"), int(frame)
+            if frame_i not in trace.setdefault(name, {}):
+                frames.setdefault(name, []).append(frame_i)
+            trace[name].setdefault(frame_i, []).append([float(x1), float(y1), float(x2), float(y2)])
+    return {name: ((fs[0], np.array(trace[name][fs[0]])), (fs[-1], np.array(trace[name][fs[-1]])))
+            for name, fs in frames.items()}
+
+
+@pytest.mark.parametrize("acquisition", ["fixed", "varied"])
+def test_synth_reads_right_way_round_by_the_reference_loader(tmp_path: Path, synth5: Path,
+                                                             acquisition: str) -> None:
+    root = synth5
+    if acquisition == "varied":
+        root = tmp_path / "varied"
+        S.generate_dataset(root, videos=N, seed=SEED, workers=2, progress=False, acquisition="varied")
+    read = _reference_loader(root)
+    rows = _filelist(root)
+    assert sorted(read) == sorted(r["FileName"] for r in rows)
+    for i, r in enumerate(rows):
+        (es_frame, es), (ed_frame, ed) = read[r["FileName"]]
+        p = H.draw_params(SEED, i)
+        assert (es_frame, ed_frame) == (p.es_frame, p.ed_frame)
+        v_es, v_ed = simpson_volume_rows(es), simpson_volume_rows(ed)
+        assert v_es < v_ed
+        assert 100 * (v_ed - v_es) / v_ed == pytest.approx(float(r["EF"]), abs=0.5)
+        assert float(r["ESV"]) < float(r["EDV"])
+
+
 def _ed_es(frames: dict[int, np.ndarray]) -> tuple[tuple[int, np.ndarray], tuple[int, np.ndarray]]:
     (fa, ra), (fb, rb) = frames.items()
     # Readers must decide by size, not order: the larger volume is ED.
@@ -65,7 +103,8 @@ def _polygon_mask(rows: np.ndarray) -> np.ndarray:
 
 
 def test_synth_layout_and_headers(synth5: Path) -> None:
-    assert sorted(p.name for p in synth5.iterdir()) == ["FileList.csv", "Videos", "VolumeTracings.csv"]
+    assert sorted(p.name for p in synth5.iterdir()) == [
+        "Acquisition.csv", "FileList.csv", "Videos", "VolumeTracings.csv"]
     assert (synth5 / "FileList.csv").read_text().splitlines()[0] == (
         "FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split")
     assert (synth5 / "VolumeTracings.csv").read_text().splitlines()[0] == "FileName,X1,Y1,X2,Y2,Frame"
