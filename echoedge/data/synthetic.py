@@ -78,7 +78,7 @@ from echoedge.data.acquisition import (
 )
 from echoedge.data.landmarks import simpson_volume_rows
 from echoedge.data.synthetic_heart import (
-    FRAME, PIXEL_SPACING_CM, SPLITS, draw_params_from, tracing_rows, video_rng,
+    FRAME, PIXEL_SPACING_CM, SPLITS, VideoParams, draw_params_from, tracing_rows, video_rng,
 )
 from echoedge.data.synthetic_probe import acquired_params, fit_to_heart
 from echoedge.data.synthetic_render import render_video
@@ -116,6 +116,19 @@ def _fmt(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}"
 
 
+def heart_labels(p: VideoParams) -> tuple[float, float, float]:
+    """(EF %, ESV mL, EDV mL) as FileList.csv writes them.
+
+    Labels are the true heart's, whatever the acquisition: Simpson volumes of its tracings at the
+    neutral depth (identical to the fixed set's), rounded as written. Needs no rendering, so a
+    set's labels (a training split's EF mean, say) cost milliseconds per video.
+    """
+    ml = PIXEL_SPACING_CM**3
+    edv = round(simpson_volume_rows(np.round(tracing_rows(p, 0.0), _COORD_DECIMALS)) * ml, _LABEL_DECIMALS)
+    esv = round(simpson_volume_rows(np.round(tracing_rows(p, 1.0), _COORD_DECIMALS)) * ml, _LABEL_DECIMALS)
+    return round(100.0 * (edv - esv) / edv, _LABEL_DECIMALS), esv, edv
+
+
 def make_video(seed: int, index: int, videos_dir: Path, acquisition: str = "fixed") -> VideoRecord:
     """Render video `index`, write its AVI under `videos_dir` and return its CSV rows."""
     from echoedge.data.video import write_video
@@ -127,12 +140,7 @@ def make_video(seed: int, index: int, videos_dir: Path, acquisition: str = "fixe
     frames = render_video(shown, rng, acq)
     write_video(Path(videos_dir) / f"{p.name}.avi", frames, p.fps)
 
-    # Labels are the true heart's, whatever the acquisition: Simpson volumes of its tracings at
-    # the neutral depth (identical to the fixed set's), rounded as written.
-    ml = PIXEL_SPACING_CM**3
-    edv = round(simpson_volume_rows(np.round(tracing_rows(p, 0.0), _COORD_DECIMALS)) * ml, _LABEL_DECIMALS)
-    esv = round(simpson_volume_rows(np.round(tracing_rows(p, 1.0), _COORD_DECIMALS)) * ml, _LABEL_DECIMALS)
-    ef = round(100.0 * (edv - esv) / edv, _LABEL_DECIMALS)
+    ef, esv, edv = heart_labels(p)
     filelist = (p.name, _fmt(ef, _LABEL_DECIMALS), _fmt(esv, _LABEL_DECIMALS),
                 _fmt(edv, _LABEL_DECIMALS), str(FRAME), str(FRAME), str(p.fps), str(p.frames),
                 p.split)
