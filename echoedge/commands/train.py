@@ -38,6 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--cache-dir", type=Path, default=None, help="decoded-frame cache folder")
     p.add_argument("--resume", action="store_true", help="continue from --out/last.pt")
+    p.add_argument("--recipe", default="paper", choices=["paper", "acquisition"],
+                   help="training augmentations. paper: EchoNet's random shift only (the paper's "
+                   "recipe); acquisition: plus random gain, gamma, TGC, blur, speckle, noise, JPEG, "
+                   "rotation and depth, so EF holds when the probe's settings change (see "
+                   "echoedge/data/augment.py and `echo-edge stress`)")
+    p.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights and input normalisation (fine-tuning, "
+                   "e.g. the shipped checkpoint on a new recipe or your data); same --config")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
 
@@ -53,6 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         require_tracings=args.require_tracings,
         time_budget_s=args.time_budget, device=args.device, amp=not args.no_amp,
         cache_dir=str(args.cache_dir) if args.cache_dir else None, resume=args.resume,
+        recipe=args.recipe, init=str(args.init) if args.init else None,
         progress=show_progress(args.no_progress),
     )
     res = train(tc)

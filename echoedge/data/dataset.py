@@ -18,6 +18,7 @@ from echoedge.data.clips import (
     random_start,
     shift_clip,
 )
+from echoedge.data.augment import augment_clip_frames, check_recipe
 from echoedge.data.clipspec import ClipSpec
 from echoedge.data.echonet import VideoRecord
 from echoedge.data.landmarks import NUM_LANDMARKS
@@ -30,7 +31,8 @@ class EchoClipDataset(Dataset):
     """Clips of EchoNet records.
 
     mode="train": one item per record, a random start (with probability `traced_fraction` one
-    whose clip contains both traced frames, when such a start exists) and a random shift.
+    whose clip contains both traced frames, when such a start exists), a random shift, and the
+    `recipe`'s augmentations (`echoedge.data.augment`; "paper" is the shift alone).
     Randomness comes from default_rng([seed, epoch, index]), so an item does not depend on which
     DataLoader worker draws it. mode="eval": one item per (record, start) over
     eval_starts(num_frames, spec, clips_per_video), no augmentation.
@@ -40,7 +42,8 @@ class EchoClipDataset(Dataset):
 
     def __init__(self, records: list[VideoRecord], frames_source: Callable[[VideoRecord], np.ndarray],
                  spec: ClipSpec, mode: str = "train", clips_per_video: int | None = 4,
-                 shift_pad: int = 12, traced_fraction: float = 0.5, seed: int = 0) -> None:
+                 shift_pad: int = 12, traced_fraction: float = 0.5, seed: int = 0,
+                 recipe: str = "paper") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         bad = [r.file_name for r in records if not math.isfinite(r.ef)]
@@ -54,6 +57,7 @@ class EchoClipDataset(Dataset):
         self.shift_pad = int(shift_pad)
         self.traced_fraction = float(traced_fraction)
         self.seed = int(seed)
+        self.recipe = check_recipe(recipe)
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         # Eval starts come from FileList's NumberOfFrames, so the index is known without decoding;
         # a video that decodes a frame short is padded like any short video.
@@ -81,12 +85,18 @@ class EchoClipDataset(Dataset):
         # The frames in hand say the real size; landmarks are normalised by it.
         rec.frame_size = (int(frames.shape[1]), int(frames.shape[2]))
         dy = dx = 0
+        source, source_start, valid = frames, start, (True, True)
         if self.mode == "train":
             rng = np.random.default_rng([self.seed, self.epoch, index])
             start = self._train_start(rec, num_frames, rng)
             dy, dx = draw_shift(self.shift_pad, rng)
-        clip = shift_clip(extract_clip(frames, start, self.spec), dy, dx)
-        return self._item(rec, vi, start, num_frames, clip, dy, dx)
+            source_start = start
+            if self.recipe != "paper":  # only the frames the clip reads are augmented
+                aug = augment_clip_frames(np.asarray(frames[start:start + self.spec.span]), self.recipe, rng)
+                source, source_start = aug.frames, 0
+                valid = (aug.landmarks_valid, aug.volumes_valid)
+        clip = shift_clip(extract_clip(source, source_start, self.spec), dy, dx)
+        return self._item(rec, vi, start, num_frames, clip, dy, dx, *valid)
 
     def _train_start(self, rec: VideoRecord, num_frames: int, rng: np.random.Generator) -> int:
         if rec.has_tracings and rng.random() < self.traced_fraction:
@@ -98,9 +108,10 @@ class EchoClipDataset(Dataset):
         return random_start(num_frames, self.spec, rng)
 
     def _item(self, rec: VideoRecord, vi: int, start: int, num_frames: int, clip: np.ndarray,
-              dy: int, dx: int) -> dict[str, torch.Tensor]:
+              dy: int, dx: int, landmarks_valid: bool = True, volumes_valid: bool = True
+              ) -> dict[str, torch.Tensor]:
         f32 = torch.float32
-        volume_ok = math.isfinite(rec.edv) and math.isfinite(rec.esv)
+        volume_ok = math.isfinite(rec.edv) and math.isfinite(rec.esv) and volumes_valid
         # The shift moved the image by (dx, dy) clip pixels; move the targets with it.
         offset = np.array([dx / self.spec.width, dy / self.spec.height])
         out = {
@@ -114,7 +125,7 @@ class EchoClipDataset(Dataset):
         }
         for phase, frame, lm in (("ed", rec.ed_frame, rec.ed_landmarks),
                                  ("es", rec.es_frame, rec.es_landmarks)):
-            seen = (lm is not None and frame is not None and frame < num_frames
+            seen = (landmarks_valid and lm is not None and frame is not None and frame < num_frames
                     and clip_contains(start, frame, self.spec))
             target = lm + offset if lm is not None else np.zeros((NUM_LANDMARKS, 2))
             out[f"{phase}_landmarks"] = torch.from_numpy(target.astype(np.float32))

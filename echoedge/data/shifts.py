@@ -302,3 +302,13 @@ _OPS: dict[str, Callable[[np.ndarray, float, Rng], np.ndarray]] = {
     "blur": _blur, "zoom-in": _zoom, "zoom-out": _zoom, "rotation": _rotation,
     "translation": _translation, "jpeg": _jpeg, "noise": _noise,
 }
+
+
+def transform(frames: np.ndarray, name: str, value: float, rng: np.random.Generator) -> np.ndarray:
+    """Shift `name` at any strength `value` (not only a named level), drawing from `rng`: the
+    training augmentations (`echoedge.data.augment`) sample strengths between the levels. Frame-rate
+    shifts change the frame count and are not offered here."""
+    op = _OPS.get(name)
+    if op is None:
+        raise EchoEdgeError(f"shift '{name}' has no per-frame transform (shifts: {', '.join(_OPS)})")
+    return np.ascontiguousarray(op(np.asarray(frames), float(value), lambda: rng), dtype=np.uint8)

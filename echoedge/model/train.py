@@ -43,6 +43,8 @@ class TrainConfig:
     require_tracings: bool = False  # EchoNet-Dynamic's rule: drop untraced videos
     traced_fraction: float = 0.5
     shift_pad: int = 12
+    recipe: str = "paper"  # training augmentations: echoedge.data.augment.RECIPES
+    init: str | None = None  # start from this checkpoint's weights and input normalisation
     norm_videos: int = 200  # videos used for the TRAIN mean/std
     time_budget_s: float | None = None  # shrink the schedule so training ends within this
     device: str = "auto"
@@ -138,6 +140,17 @@ def _host() -> dict[str, Any]:
             "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu}
 
 
+def _init_checkpoint(tc: TrainConfig, config_name: str):  # -> Checkpoint | None
+    if not tc.init:
+        return None
+    from echoedge.model.checkpoint import load_checkpoint
+
+    if tc.resume:
+        raise EchoEdgeError("--init starts a new run from a checkpoint's weights; --resume continues "
+                            "one: pass one of them")
+    return load_checkpoint(Path(tc.init), expect_config=config_name)
+
+
 def train(tc: TrainConfig) -> TrainResult:
     import torch
     from torch.utils.data import DataLoader
@@ -205,11 +218,16 @@ def train(tc: TrainConfig) -> TrainResult:
     if dist.main:
         cache.build(train_recs + val_recs, workers=max(1, tc.workers), progress=tc.progress)
     dist.barrier()
-    mean, std = compute_mean_std(reader, "TRAIN", max_videos=tc.norm_videos, frames_source=cache)
+    init = _init_checkpoint(tc, cfg.name)
+    if init is not None:  # fine-tuning keeps the input contract the weights were trained with
+        mean, std = init.spec.mean, init.spec.std
+    else:
+        mean, std = compute_mean_std(reader, "TRAIN", max_videos=tc.norm_videos, frames_source=cache)
     spec = clip_spec_for(cfg, mean=mean, std=std)
 
     train_ds = EchoClipDataset(train_recs * tc.repeats, cache, spec, mode="train",
-                               shift_pad=tc.shift_pad, traced_fraction=tc.traced_fraction, seed=tc.seed)
+                               shift_pad=tc.shift_pad, traced_fraction=tc.traced_fraction, seed=tc.seed,
+                               recipe=tc.recipe)
     sampler = (DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True,
                                   seed=tc.seed, drop_last=True) if dist.enabled else None)
     gen = torch.Generator().manual_seed(tc.seed)
@@ -220,7 +238,10 @@ def train(tc: TrainConfig) -> TrainResult:
     if steps_per_epoch == 0:
         raise EchoEdgeError(f"{tc.data}: {len(train_ds)} TRAIN clips is fewer than one batch of {tc.batch_size}")
 
-    model = EchoE3Net(cfg).to(device)
+    model = EchoE3Net(cfg)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    model = model.to(device)
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999))
     sched_fn = _Schedule(int(tc.warmup_epochs * steps_per_epoch), tc.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, sched_fn)

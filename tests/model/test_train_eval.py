@@ -80,6 +80,26 @@ def test_fresh_run_refuses_to_overwrite(tiny_run):
         train(_tc(data, res.out))
 
 
+def test_init_fine_tunes_from_a_checkpoint_with_its_normalisation(tiny_run, tmp_path: Path):
+    res, data = tiny_run
+    start = load_checkpoint(res.best)
+    out = tmp_path / "ft"
+    res2 = train(_tc(data, out, epochs=1, init=str(res.best), recipe="acquisition", lr=1e-5))
+    ft = load_checkpoint(res2.last)
+    # The input contract is the init checkpoint's, not recomputed on this data.
+    assert (ft.spec.mean, ft.spec.std) == (start.spec.mean, start.spec.std)
+    # Started from its weights: a tiny learning rate for one epoch moves them only a little.
+    a, b = start.model.state_dict(), ft.model.state_dict()
+    key = next(k for k, v in a.items() if v.is_floating_point() and v.ndim >= 2)
+    assert not torch.equal(a[key], b[key])
+    assert (a[key] - b[key]).abs().max() < 0.05 * a[key].abs().max()
+    assert read_payload(res2.last)["meta"]["train_config"]["recipe"] == "acquisition"
+    with pytest.raises(CheckpointError, match="config 'tiny'"):
+        train(_tc(data, tmp_path / "ft2", init=str(res.best), config="paper"))
+    with pytest.raises(EchoEdgeError, match="--init starts a new run"):
+        train(_tc(data, out, init=str(res.best), resume=True))
+
+
 def test_bad_checkpoints_give_one_line_errors(tiny_run, tmp_path: Path):
     res, _ = tiny_run
     corrupt = tmp_path / "corrupt.pt"
