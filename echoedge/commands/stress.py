@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stress_options(p)
     p.add_argument("--precisions", default="all", metavar="LIST",
                    help="stress only artefacts of these precisions, e.g. int8 (default all; the others "
-                   "are validated clean only)")
+                   "are validated clean only). Core ML off macOS runs in the MIL interpreter: minutes "
+                   "per shifted condition")
     p.add_argument("--list", action="store_true", help="print the shifts and their levels, and exit")
     p.add_argument("--out", type=Path, default=Path("runs/stress"), help="report folder")
     add_validate_options(p, videos_default=24, clips_default=2)

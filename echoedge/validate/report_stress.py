@@ -1,7 +1,7 @@
 """The stress section of report.md / report.html / junit.xml, rendered from report.json only.
 
 Figures: an artefact x shift heat map of mean |ΔEF| vs the reference (one panel per level, the
-clean figure first, gated failures outlined), and the reference's EF MAE vs the truth per shift
+clean figure first, failed gated conditions marked), and the reference's EF MAE vs the truth per shift
 and level. Tables: the same numbers (mean |ΔEF| with p95, per level), the reference's MAE, and
 every gated condition that failed. The status table names each artefact's worst shift
 (`worst_shift_cell`).
@@ -51,6 +51,16 @@ def worst_shift_cell(report: dict[str, Any], name: str) -> str:
     if w is None:
         return row.get("status") if row.get("status") not in (None, "ok") else "–"
     return f"{w['shift']} {w['level']}: {w['vs_reference']['ef']['mean_abs']:.2f}"
+
+
+def reference_worst_cell(report: dict[str, Any]) -> str:
+    """The shift that costs the reference the most EF MAE vs truth: 'blur severe: MAE 30.12'."""
+    st = section(report)
+    conds = st["reference"]["conditions"] if st else []
+    if not conds:
+        return "–"
+    w = max(conds, key=lambda c: c["vs_truth"]["mae"])
+    return f"{w['shift']} {w['level']}: MAE {w['vs_truth']['mae']:.2f}"
 
 
 def _clean(report: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -144,21 +154,24 @@ def heatmap_png(report: dict[str, Any]) -> bytes | None:
                     g[i, j] = c["vs_reference"]["ef"]["mean_abs"]
                     bad[i, j] = c.get("passed") is False
         grids.append((lv, g, bad))
+    from matplotlib.colors import PowerNorm
+
     vmax = max(0.5, float(np.nanmax([np.nanmax(g) for _, g, _ in grids])))
-    fig, axes = plt.subplots(len(grids), 1, figsize=(1.0 + 0.62 * len(cols), 0.9 + 0.42 * len(rows) * len(grids)
-                                                          + 0.9 * len(grids)), squeeze=False)
+    norm = PowerNorm(0.5, vmin=0.0, vmax=vmax)  # spreads the small values a gate cares about
+    width = max(6.5, 2.2 + 0.62 * len(cols))
+    fig, axes = plt.subplots(len(grids), 1, figsize=(width, len(grids) * (1.3 + 0.4 * len(rows))), squeeze=False)
     for ax, (lv, g, bad) in zip(axes[:, 0], grids):
-        im = ax.imshow(g, cmap="magma_r", vmin=0.0, vmax=vmax, aspect="auto")
+        im = ax.imshow(g, cmap="magma_r", norm=norm, aspect="auto")
         for (i, j), v in np.ndenumerate(g):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v > 0.6 * vmax else "black")
+                ax.text(j, i, f"{v:.2f}" + (" ✗" if bad[i, j] else ""), ha="center", va="center", fontsize=7,
+                        color="white" if norm(v) > 0.6 else "black", fontweight="bold" if bad[i, j] else None)
             if bad[i, j]:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#cf222e", lw=2))
+                ax.add_patch(plt.Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False, ec="#1f9bff", lw=2.5))
         ax.set_xticks(range(len(cols)), cols, rotation=40, ha="right", fontsize=8)
         ax.set_yticks(range(len(rows)), [a["name"] for a in rows], fontsize=8)
-        ax.set_title(f"{lv}: mean |ΔEF| vs fp32 reference (red outline: gate failed)", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
+        ax.set_title(f"{lv}: mean |ΔEF| vs the fp32 reference (✗, blue outline: stress gate failed)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -177,7 +190,7 @@ def reference_png(report: dict[str, Any]) -> bytes:
 
     st = section(report)
     levels, shifts = st["levels"], [s["name"] for s in st["shifts"]]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(shifts), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.5 + 0.6 * len(shifts)), 3.4))
     x = np.arange(len(shifts))
     w = 0.8 / max(len(levels), 1)
     for k, lv in enumerate(levels):

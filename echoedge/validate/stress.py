@@ -209,16 +209,8 @@ def _vs_reference(ref: Sequence[Any], test: Sequence[Any]) -> dict[str, Any]:
             "vs_truth": {"mae": float(np.mean(np.abs(t - truth)))}}
 
 
-def reference_condition(section: dict[str, Any], shift: str, level: str) -> dict[str, Any] | None:
-    return next((c for c in section["reference"]["conditions"]
-                 if c["shift"] == shift and c["level"] == level), None)
-
-
 def worst_condition(row: dict[str, Any]) -> dict[str, Any] | None:
     """The condition with the largest mean |ΔEF| of one artefact (ties: the earlier one)."""
     conds = row.get("conditions") or []
     return max(conds, key=lambda c: c["vs_reference"]["ef"]["mean_abs"]) if conds else None
 
-
-def find_section(report: dict[str, Any]) -> dict[str, Any] | None:
-    return report.get(REPORT_KEY)

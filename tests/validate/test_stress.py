@@ -85,7 +85,7 @@ def test_stress_section_is_in_report_json_with_every_condition(stressed):
 def test_stress_renders_in_markdown_html_and_junit(stressed):
     _, stdout, out = stressed
     md = (out / "report.md").read_text()
-    assert "## Acquisition shifts (stress)" in md and "worst shift (mean |ΔEF|)" in md
+    assert "## Acquisition shifts (stress)" in md and "worst shift (mean |ΔEF|; reference: MAE)" in md
     assert "![artefact × shift heat map of mean |ΔEF|](stress_heatmap.png)" in md
     assert (out / "stress_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert "| blur (0.75, 1.5, 2.5 px) |" in md
