@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from echoedge.commands.common import calibration_data_arg, data_arg
+from echoedge.commands.stress import add_stress_options, stress_options
 from echoedge.commands.validate import add_validate_options, validate_options
 from echoedge.errors import EchoEdgeError
 
@@ -48,6 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/run"),
                    help="output folder: artefacts/, report.json, report.md, report.html, junit.xml, run.json")
     add_validate_options(p, videos_default=24, clips_default=2)
+    p.add_argument("--stress", action="store_true",
+                   help="also run the stress suite (`echo-edge stress`): every int8 artefact and the "
+                   "fp32 reference on the validated videos under each acquisition shift; report "
+                   "section, heat map and stress gates (int8 must meet its clean gates under every "
+                   "mild and moderate shift). Costs minutes: see the README")
+    add_stress_options(p, prefix="stress-")
+    p.add_argument("--stress-precisions", default="int8,int8-full,w8a8", metavar="LIST",
+                   help="precisions stressed by --stress (default %(default)s: those the shipped "
+                   "stress gates gate; 'all' adds fp32 and w8)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -61,9 +71,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise EchoEdgeError("--jobs must be >= 1")
     jobs = args.jobs or min(os.cpu_count() or 1, len(formats))
+    opt = validate_options(args)
+    if args.stress:
+        opt.stress = stress_options(args.stress_shifts, args.stress_levels, args.stress_precisions)
     job = run_job(args.out, data=args.data, checkpoint=args.checkpoint, formats=formats,
                   precisions=precisions, calibration=args.calibration,
-                  calibration_set=args.calibration_set, options=validate_options(args),
+                  calibration_set=args.calibration_set, options=opt,
                   gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed,
                   jobs=jobs, calibration_data=args.calibration_data)
     report = job.validation.report

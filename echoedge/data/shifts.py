@@ -3,7 +3,7 @@
 Each shift models one way a probe, a preset or a link makes video look unlike the training data,
 at three levels: `moderate` is at least as strong as the change measured by hand on the shipped
 checkpoint in issue 21 (gain x0.6 / x1.6, gamma 0.6, Rayleigh speckle 0.5, zoom 0.85 / 1.15,
-rotation 10 deg, Gaussian blur 1.5 px), `mild` about half of it, `severe` about twice. A shift
+rotation 10 deg, Gaussian blur 1.5 px), `mild` about half of it, `severe` 1.4 to 2.5 times it. A shift
 whose natural change goes two ways has two names (gain-down / gain-up, zoom-out / zoom-in), so a
 level is one number and the report never averages opposite effects.
 

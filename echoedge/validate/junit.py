@@ -2,7 +2,8 @@
 
 Mapping: FAIL_RUNTIME -> the artefact's "runs" case fails (type FAIL_RUNTIME); SKIPPED_PLATFORM ->
 it is skipped (and fails under --strict, matching the exit code); each gate -> one case that
-fails when the gate did not hold.
+fails when the gate did not hold; with a stress section, each gated shifted condition (artefact x
+shift x level) -> one case that fails when any of its gates did not hold.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+from echoedge.validate.report_stress import junit_cases
 
 
 def render_junit(report: dict[str, Any]) -> ET.ElementTree:
@@ -41,6 +44,7 @@ def render_junit(report: dict[str, Any]) -> ET.ElementTree:
                               message=f"{g['name']} = {value} {g['unit']}, needs {g['op']} {g['threshold']:g}")
             ET.SubElement(case, "system-out").text = f"value: {value} {g['unit']}"
             cases.append(case)
+        cases += junit_cases(report, e["name"], cls)  # one per gated shifted condition
         n_fail = sum(1 for c in cases if c.find("failure") is not None)
         n_skip = sum(1 for c in cases if c.find("skipped") is not None)
         suite.set("tests", str(len(cases)))

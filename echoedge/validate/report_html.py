@@ -2,7 +2,8 @@
 
 Sections: verdict and status table, predicted-vs-true EF scatter per artefact, Bland-Altman plot
 per artefact (vs the fp32 reference, with bootstrap CIs of bias and limits), latency and size
-bars, the worst videos, gates, host, and "Quantization debugging" when report.json has the key
+bars, the worst videos, gates, "Acquisition shifts (stress)" when report.json has `stress`
+(validate.report_stress), host, and "Quantization debugging" when report.json has the key
 `debug_quant` (put there by `echo-edge debug-quant --report`; its figures are drawn from those
 numbers, never read from files). No external CSS, scripts, fonts or images, so the file can be
 attached to a CI run or mailed and still render.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from echoedge.validate.report_md import COLUMNS, landmark_cell, load_note, status_rows, truth_lines
+from echoedge.validate.report_md import columns, landmark_cell, load_note, status_rows, truth_lines
 
 STATUS_COLOURS = {"PASS": "#1a7f37", "FAIL_ACCURACY": "#cf222e", "FAIL_RUNTIME": "#cf222e",
                   "SKIPPED_PLATFORM": "#9a6700", "REFERENCE": "#57606a"}
@@ -174,11 +175,11 @@ def render_html(report: dict[str, Any]) -> str:
         f"<code>{_e(report['reference']['checkpoint'])}</code> ({_e(report['reference']['checkpoint_sha256'][:12])}); "
         f"gates: {_e(report['gates']['source'])}</p>",
         "<h2>Status</h2>", "<table id='status-table'><thead><tr>",
-        "".join(f"<th>{_e(h)}</th>" for _, h in COLUMNS), "</tr></thead><tbody>",
+        "".join(f"<th>{_e(h)}</th>" for _, h in columns(report)), "</tr></thead><tbody>",
     ]
     for row in status_rows(report):
         cells = []
-        for k, _ in COLUMNS:
+        for k, _ in columns(report):
             if k == "status":
                 c = STATUS_COLOURS.get(row["status"], "#57606a")
                 cells.append(f"<td><span class='status' style='background:{c}'>{_e(row['status'])}</span></td>")
@@ -186,7 +187,7 @@ def render_html(report: dict[str, Any]) -> str:
                 cells.append(f"<td>{_e(row[k])}</td>")
         parts.append(f"<tr data-status='{_e(row['status'])}'>" + "".join(cells) + "</tr>")
         if row["reason"]:
-            parts.append(f"<tr><td colspan='{len(COLUMNS)}' class='reason'>{_e(row['artefact'])}: "
+            parts.append(f"<tr><td colspan='{len(columns(report))}' class='reason'>{_e(row['artefact'])}: "
                          f"{_e(row['reason'])}</td></tr>")
     parts.append("</tbody></table>")
     for n in report.get("notes") or []:
@@ -245,6 +246,10 @@ def render_html(report: dict[str, Any]) -> str:
             parts.append(f"<tr><td>{_e(e['name'])}</td><td>{_e(g['name'])}</td><td>{v} {_e(g['unit'])}</td>"
                          f"<td>{_e(g['op'])} {g['threshold']:g}</td><td>{res}</td></tr>")
     parts.append("</tbody></table>")
+    if report.get("stress") is not None:  # echo-edge stress, run --stress
+        from echoedge.validate.report_stress import html_section
+
+        parts.append(html_section(report))
     if report.get("debug_quant"):  # added by `echo-edge debug-quant --report`
         parts.append(debug_quant_html(report["debug_quant"]))
     versions = ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items())

@@ -4,6 +4,11 @@ report.md, report.html, junit.xml and the gates all render or read this file onl
 small JSON-Schema-like description (types, required keys, enums, nested objects and lists) that
 `check_report` enforces; it runs before every write and on every read, so a renderer or a CI job
 never sees a report of the wrong shape. Bump SCHEMA_VERSION on any incompatible change.
+
+Optional sections (`optional` in the schema) are checked when present and may be absent, so adding
+one is a compatible change: reports written before it stay readable. `stress` (the stress suite,
+echoedge.validate.stress) is one, with its own `schema_version` (STRESS_SCHEMA_VERSION), checked
+on read like the report's.
 """
 
 from __future__ import annotations
@@ -34,7 +39,28 @@ _LATENCY = {"type": ("object", "null"), "required": {
 _PREDICTIONS = {"type": "array", "items": {"type": "object", "required": {
     "file_name": ("string",), "ef": NUM}}}
 
-SCHEMA: dict[str, Any] = {"type": "object", "required": {
+STRESS_SCHEMA_VERSION = 1
+_SHIFT_ROW = {"shift": ("string",), "level": {"enum": ("mild", "moderate", "severe")}, "value": NUM}
+_STRESS = {"type": "object", "required": {
+    "schema_version": {"enum": (STRESS_SCHEMA_VERSION,)},
+    "shifts": {"type": "array", "items": {"type": "object", "required": {
+        "name": ("string",), "description": ("string",), "unit": ("string",), "levels": ("object",)}}},
+    "levels": {"type": "array"}, "seed": ("integer",), "n_videos": ("integer",),
+    "clips_per_video": ("integer", "null"),
+    "reference": {"type": "object", "required": {"conditions": {"type": "array", "items": {
+        "type": "object", "required": {**_SHIFT_ROW, "vs_truth": {"type": "object", "required": {
+            "mae": NUM, "rmse": NUM, "bias": NUM, "band_agreement": NUM}}}}}}},
+    "artefacts": {"type": "array", "items": {"type": "object", "required": {
+        "name": ("string",), "format": ("string",), "precision": ("string",), "status": ("string",),
+        "reason": STR_OR_NULL, "conditions": {"type": "array", "items": {"type": "object", "required": {
+            **_SHIFT_ROW,
+            "vs_reference": {"type": "object", "required": {
+                "ef": {"type": "object", "required": {"mean_abs": NUM, "p95_abs": NUM, "max_abs": NUM}},
+                "bias": NUM, "band_agreement": NUM}},
+            "vs_truth": {"type": "object", "required": {"mae": NUM}}}}}}}},
+    "timings_s": ("object",)}}
+
+SCHEMA: dict[str, Any] = {"type": "object", "optional": {"stress": _STRESS}, "required": {
     "schema": ("string",),
     "schema_version": ("integer",),
     "created_at": ("string",),
@@ -122,6 +148,10 @@ def check_report(obj: Any, schema: Any = None, where: str = "report") -> list[st
             if key not in obj:
                 problems.append(f"{where}: missing '{key}'")
             else:
+                problems.extend(check_report(obj[key], sub, f"{where}.{key}"))
+    if isinstance(obj, dict) and "optional" in schema:
+        for key, sub in schema["optional"].items():
+            if obj.get(key) is not None:
                 problems.extend(check_report(obj[key], sub, f"{where}.{key}"))
     if isinstance(obj, list) and "items" in schema:
         for i, item in enumerate(obj):

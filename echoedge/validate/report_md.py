@@ -94,6 +94,12 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "speedup": f"{e['speedup_vs_reference']:.2f}×" if e.get("speedup_vs_reference") else "–",
             "reason": e.get("reason") or "",
         })
+    if report.get("stress") is not None:
+        from echoedge.validate.report_stress import reference_worst_cell, worst_shift_cell
+
+        rows[0]["worst_shift"] = reference_worst_cell(report)
+        for row, e in zip(rows[1:], report["artefacts"]):
+            row["worst_shift"] = worst_shift_cell(report, e["name"])
     return rows
 
 
@@ -101,6 +107,12 @@ COLUMNS = (("artefact", "artefact"), ("status", "status"), ("runtime", "runtime"
            ("int8_w", "int8 weights %"), ("mae", "EF MAE vs truth"), ("mean_d", "mean |ΔEF|"), ("p95_d", "p95 |ΔEF|"),
            ("max_d", "max |ΔEF|"), ("band_ref", "band agr. ref %"), ("band_truth", "band agr. truth %"),
            ("latency", "p50 / p90 ms"), ("speedup", "speed-up"))
+WORST_SHIFT = ("worst_shift", "worst shift (mean |ΔEF|; reference: MAE)")
+
+
+def columns(report: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The status table's columns: a stressed report adds each artefact's worst shift."""
+    return COLUMNS + ((WORST_SHIFT,) if report.get("stress") is not None else ())
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -115,12 +127,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{d['clips_per_video'] or 'all'} clips · data `{d['fingerprint'][:12]}` · "
         f"checkpoint `{report['reference']['checkpoint_sha256'][:12]}` · gates: {report['gates']['source']}",
         "",
-        "| " + " | ".join(h for _, h in COLUMNS) + " |",
-        "|" + "|".join("---" for _ in COLUMNS) + "|",
+        "| " + " | ".join(h for _, h in columns(report)) + " |",
+        "|" + "|".join("---" for _ in columns(report)) + "|",
     ]
     for row in status_rows(report):
         status = STATUS_MARK.get(row["status"], row["status"])
-        cells = [status if k == "status" else row[k] for k, _ in COLUMNS]
+        cells = [status if k == "status" else row[k] for k, _ in columns(report)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
     lines.append("ΔEF = artefact EF − reference EF per video (EF points); EF bands <40 / 40–49 / ≥50 %. "
@@ -148,6 +160,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{w['ef']:.2f} | {w['delta_ef']:+.3f} |")
     lines += ["", f"Host `{host['id']}`: {host['cpu_model']}, {host['logical_cores']} cores, "
               f"{host['threads']} threads{load_note(host)}; " + ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items()), ""]
+    if report.get("stress") is not None:
+        from echoedge.validate.report_stress import markdown_lines
+
+        lines += markdown_lines(report)
     if report.get("debug_quant"):  # added by `echo-edge debug-quant --report`
         lines += ["## Quantization debugging", "", render_debug_quant(report["debug_quant"]), ""]
     return "\n".join(lines)
@@ -263,6 +279,7 @@ def summary_table(report: dict[str, Any]) -> str:
     cols = (("artefact", "artefact"), ("status", "status"), ("mae", "MAE"), ("mean_d", "mean|ΔEF|"),
             ("p95_d", "p95|ΔEF|"), ("band_ref", "band%ref"), ("latency", "p50/p90 ms"),
             ("speedup", "speed-up"), ("size", "size"), ("int8_w", "int8 w%"))
+    cols += (("worst_shift", "worst shift"),) if report.get("stress") is not None else ()
     rows = status_rows(report)
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in cols]
     out = ["  ".join(h.ljust(w) for (_, h), w in zip(cols, widths))]
@@ -283,7 +300,11 @@ def load_note(host: dict[str, Any]) -> str:
 
 
 def write_markdown(report: dict[str, Any], path: str | Path) -> Path:
+    """report.md, and beside it the stress heat map it links (when the report has one)."""
+    from echoedge.validate.report_stress import write_heatmap
+
     path = Path(path)
+    write_heatmap(report, path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(render_markdown(report))
     os.replace(tmp, path)

@@ -15,6 +15,9 @@ baseline takes its EF from the checkpoint (`model.baseline`), and the report say
 Videos without tracings are validated on EF, EDV and ESV; the landmark figures are then null in
 report.json and "n/a (no tracings)" wherever they are shown (`data.n_traced` says why).
 
+With `options.stress` the stress suite (echoedge.validate.stress) runs after the clean validation
+on the same records, frames and artefacts, into report.json's `stress` section.
+
 Gates are applied to the report dict alone (echoedge.validate.gates); report.md, report.html and
 junit.xml are rendered from report.json as written.
 """
@@ -54,6 +57,7 @@ class ValidateOptions:
     cache_dir: Path | None = None
     progress: bool = True
     require_tracings: bool = False  # EchoNet-Dynamic's rule: untraced videos are dropped
+    stress: Any = None  # a validate.stress.StressOptions: also run the stress suite (report key `stress`)
 
 
 @dataclass
@@ -152,6 +156,13 @@ def validate(
         timings[entry["name"]] = time.perf_counter() - t0
         entries.append(entry)
     entries.sort(key=lambda e: (_format_rank(e["format"]), _precision_rank(e["precision"]), e["name"]))
+    stress = None
+    if opt.stress is not None:  # the same records, frames and runners on shifted frames
+        from echoedge.validate.stress import run_stress
+
+        t0 = time.perf_counter()
+        stress = run_stress(entries, ck.model, records, frames, ck.spec, opt, opt.stress, log, chatter)
+        timings["stress"] = time.perf_counter() - t0
 
     report = {
         "schema": SCHEMA_ID,
@@ -172,6 +183,7 @@ def validate(
         "artefacts": entries,
         "notes": list(notes),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        **({"stress": stress} if stress is not None else {}),
     }
     apply_gates(report, gate_cfg, strict=strict)
     t0 = time.perf_counter()
