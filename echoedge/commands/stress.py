@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from echoedge.commands.common import data_arg, resolve_checkpoint, resolve_data
-from echoedge.commands.validate import add_validate_options, validate_options
+from echoedge.commands.validate import add_validate_options, print_result, validate_options
 from echoedge.errors import EchoEdgeError
 
 
@@ -77,7 +77,6 @@ def list_shifts() -> str:
 
 
 def _cmd_stress(args: argparse.Namespace) -> int:
-    from echoedge.validate.report_md import summary_table, truth_lines
     from echoedge.validate.validate import validate
 
     if args.list:
@@ -89,11 +88,4 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     opt.stress = stress_options(args.shifts, args.levels, args.precisions)
     res = validate(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint),
                    args.out, gates=args.gates, strict=args.strict, options=opt)
-    print()
-    print(summary_table(res.report))
-    for line in truth_lines(res.report):
-        print(line)
-    s = res.report["summary"]
-    print(("all artefacts passed" if s["passed"] else "a gate failed") +
-          f"; wrote {', '.join(str(p) for p in res.files.values())}")
-    return res.exit_code
+    return print_result(res)

@@ -75,7 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from echoedge.validate.report_md import summary_table, truth_lines
     from echoedge.validate.validate import regate, validate
 
     if args.from_report is not None:
@@ -87,6 +86,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             raise EchoEdgeError("no ARTEFACTS given (artefact folders, or a folder holding them)")
         res = validate(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint),
                        args.out, gates=args.gates, strict=args.strict, options=validate_options(args))
+    return print_result(res)
+
+
+def print_result(res) -> int:  # res: echoedge.validate.validate.ValidateResult
+    """The status table, the reference's figures and where the reports went; the exit code.
+    `validate` and `stress` end the same way."""
+    from echoedge.validate.report_md import summary_table, truth_lines
+
     print()
     print(summary_table(res.report))
     for line in truth_lines(res.report):

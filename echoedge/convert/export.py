@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.errors import EchoEdgeError

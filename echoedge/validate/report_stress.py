@@ -126,10 +126,20 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def heatmap_png(report: dict[str, Any]) -> bytes | None:
-    """Mean |ΔEF| per artefact (rows) and shift (columns), one panel per level, clean first."""
+def _png_bytes(fig: Any) -> bytes:
     import io
 
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def heatmap_png(report: dict[str, Any]) -> bytes | None:
+    """Mean |ΔEF| per artefact (rows) and shift (columns), one panel per level, clean first."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,17 +182,11 @@ def heatmap_png(report: dict[str, Any]) -> bytes | None:
         ax.set_yticks(range(len(rows)), [a["name"] for a in rows], fontsize=8)
         ax.set_title(f"{lv}: mean |ΔEF| vs the fp32 reference (✗, blue outline: stress gate failed)", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png_bytes(fig)
 
 
 def reference_png(report: dict[str, Any]) -> bytes:
     """The reference's EF MAE vs truth per shift, a bar per level, the clean MAE as a line."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,11 +204,7 @@ def reference_png(report: dict[str, Any]) -> bytes:
     ax.set_xticks(x, shifts, rotation=40, ha="right", fontsize=8)
     ax.set(ylabel="EF MAE vs truth (EF points)", title="reference (eager fp32) under each shift")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png_bytes(fig)
 
 
 def html_section(report: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from echoedge.cli import main as cli_main
 from echoedge.errors import CheckpointError, EchoEdgeError
-from echoedge.model.checkpoint import load_checkpoint, read_payload, save_checkpoint
+from echoedge.model.checkpoint import load_checkpoint, read_payload
 from echoedge.model.train import TrainConfig, train
 from tests.data.fixtures import derive_dataset
 

@@ -105,16 +105,22 @@ def worse_artefact(tiny_run: TinyRun) -> Path:
     return folder
 
 
-def copy_as_format(src: Path, dst: Path, fmt: str) -> Path:
-    """A copy of an artefact folder whose manifest claims another format (file untouched)."""
+def copy_with_manifest(src: Path, dst: Path, **fields: str) -> Path:
+    """A copy of an artefact folder whose manifest claims other fields (format, precision...);
+    the model file is untouched."""
     shutil.copytree(src, dst)
     m = json.loads((dst / "manifest.json").read_text())
-    m["format"] = fmt
+    m.update(fields)
     (dst / "manifest.json").write_text(json.dumps(m, indent=2))
     return dst
+
+
+def copy_as_format(src: Path, dst: Path, fmt: str) -> Path:
+    return copy_with_manifest(src, dst, format=fmt)
 
 
 @pytest.fixture(scope="session")
 def helpers():
     """The helpers above, for test modules (conftest is not importable under importlib mode)."""
-    return {"tiny_checkpoint": tiny_checkpoint, "copy_as_format": copy_as_format}
+    return {"tiny_checkpoint": tiny_checkpoint, "copy_as_format": copy_as_format,
+            "copy_with_manifest": copy_with_manifest}

@@ -20,13 +20,6 @@ from echoedge.validate.report_json import check_report, read_report
 SHIFTS = "gain-down,blur,frame-rate"
 
 
-def as_precision(src: Path, dst: Path, precision: str) -> Path:
-    """A copy of an artefact folder whose manifest claims another precision (file untouched)."""
-    shutil.copytree(src, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    m["precision"] = precision
-    (dst / "manifest.json").write_text(json.dumps(m, indent=2))
-    return dst
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:
@@ -43,12 +36,12 @@ def common(tiny_run, out: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def stressed(tiny_run, tmp_path_factory):
+def stressed(tiny_run, tmp_path_factory, helpers):
     """`echo-edge stress` on the run's ExecuTorch fp32 artefact and a copy claiming int8 (gated)."""
     root = tmp_path_factory.mktemp("stress")
     arts = root / "arts"
     shutil.copytree(tiny_run.fp32, arts / "executorch-fp32")
-    as_precision(tiny_run.fp32, arts / "executorch-int8", "int8")
+    helpers["copy_with_manifest"](tiny_run.fp32, arts / "executorch-int8", precision="int8")
     out = root / "out"
     rc, stdout = run_cli(["stress", "--artefacts", str(arts), "--shifts", SHIFTS, *common(tiny_run, out)])
     return rc, stdout, out
@@ -100,11 +93,11 @@ def test_stress_renders_in_markdown_html_and_junit(stressed):
     assert all(c.find("failure") is None for c in cases)
 
 
-def test_a_failing_stress_gate_exits_1(tiny_run, worse_artefact, tmp_path: Path):
+def test_a_failing_stress_gate_exits_1(tiny_run, worse_artefact, tmp_path: Path, helpers):
     """EF off by 0.8 points passes a loosened clean gate but not the stress gate: exit 1, and the
     reason, the Markdown and JUnit name the shifted conditions."""
     arts = tmp_path / "arts"
-    as_precision(worse_artefact, arts / "executorch-int8", "int8")
+    helpers["copy_with_manifest"](worse_artefact, arts / "executorch-int8", precision="int8")
     gates = tmp_path / "gates.yaml"
     gates.write_text("version: 1\nprecision:\n  int8: {mean_abs_delta_ef: 1.0, p95_abs_delta_ef: 2.0, "
                      "band_agreement_reference: 0}\nstress:\n  thresholds: {mean_abs_delta_ef: 0.5}\n")
