@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a validation report.json to add the section to (report.md/.html are re-rendered)")
     p.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
     p.add_argument("--runs", type=int, default=20, help="timed latency runs per candidate artefact")
+    p.add_argument("--shift", default=None, metavar="NAME",
+                   help="measure every part on held-out frames changed by this stress-suite shift "
+                        "(e.g. blur; `echo-edge stress --help` lists them), to find why an int8 "
+                        "artefact drifts under an acquisition change. Calibration stays as built")
+    p.add_argument("--shift-level", default="moderate", choices=["mild", "moderate", "severe"],
+                   help="level of --shift (default moderate)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", type=Path, default=None, help="decoded-frame cache folder")
     p.add_argument("--no-progress", action="store_true")
@@ -75,7 +81,8 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
         sizes=parse_sizes(args.sizes), draws=args.draws, calibration_split=args.calibration_split,
         threads=args.threads, latency_runs=args.runs, seed=args.seed, cache_dir=args.cache_dir,
-        progress=show_progress(args.no_progress), require_tracings=args.require_tracings)
+        progress=show_progress(args.no_progress), require_tracings=args.require_tracings,
+        shift=args.shift, shift_level=args.shift_level)
     res = debug_quant(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint),
                       args.out, opt, report=args.report)
     for b in res.data.get("budget") or []:

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "w8 / w8a8 (coreml: int8 weights / weights and activations); each format builds "
                    "the ones it offers (default fp32,int8)")
     p.add_argument("--calibration", default="ef-stratified:128",
-                   help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware; see "
+                   help="STRATEGY[:N] drawn from TRAIN (random | ef-stratified | phase-aware | "
+                   "acquisition-diverse; see "
                    "--calibration-data for a dataset without TRAIN)")
     calibration_data_arg(p)
     p.add_argument("--calibration-set", type=Path, default=None,
@@ -44,15 +45,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from echoedge.console import stderr_to
     from echoedge.convert.export import CONVERTERS, PRECISIONS, export, parse_list
 
     formats = parse_list(args.format, tuple(CONVERTERS), "format")
     precisions = parse_list(args.precision, PRECISIONS, "precision")
-    res = export(resolve_checkpoint(args.checkpoint), resolve_data(args.data), args.out, formats,
-                 precisions, calibration=args.calibration, calibration_set=args.calibration_set,
-                 seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir,
-                 int8_recipe=args.int8_recipe, calibration_data=args.calibration_data,
-                 require_tracings=args.require_tracings)
+    checkpoint, data = resolve_checkpoint(args.checkpoint), resolve_data(args.data)
+    chatter = args.out / "logs" / "export.log"
+    print(f"toolchain messages -> {chatter}")
+    with stderr_to(chatter):  # torchao, TensorFlow, coremltools: off the console
+        res = export(checkpoint, data, args.out, formats,
+                     precisions, calibration=args.calibration, calibration_set=args.calibration_set,
+                     seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir,
+                     int8_recipe=args.int8_recipe, calibration_data=args.calibration_data,
+                     require_tracings=args.require_tracings)
     for path in res.artefacts:
         print(f"wrote {path}")
     return 0

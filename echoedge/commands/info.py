@@ -39,7 +39,7 @@ def _artefact_info(folder: Path) -> int:
     from echoedge.convert.artefact import read_manifest
     from echoedge.convert.weights import breakdown_table, weight_breakdown
 
-    from echoedge.convert.tflite_onnx2tf import captured_output
+    from echoedge.console import captured_output
     from echoedge.data.default import cache_root
 
     m = read_manifest(folder)

@@ -44,7 +44,8 @@ from echoedge.convert.tflite_int8 import FLOAT_OPS_IN_INT8, Int8ScopePlan, int8_
 from echoedge.convert.tflite_interpreter import (
     DEFAULT_INTERPRETER, SIGNATURE_KEY, make_interpreter, run_tflite, signature_io, to_layout,
 )
-from echoedge.convert.tflite_onnx2tf import captured_output, front_end, log_reason, saved_model_layout
+from echoedge.console import captured_output
+from echoedge.convert.tflite_onnx2tf import front_end, log_reason, saved_model_layout
 from echoedge.convert.tflite_ops import check_ops, check_scoped_int8, inspect_tflite
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line

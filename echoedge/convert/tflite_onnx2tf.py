@@ -14,43 +14,19 @@ onnx2tf / tensorflow are imported inside the functions.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
-import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from echoedge.convert.artefact import INPUT_NAME
 from echoedge.convert.tflite_interpreter import SIGNATURE_KEY, input_layout
+from echoedge.console import captured_output
 from echoedge.errors import EchoEdgeError, first_line
-
-
-# ----------------------------------------------------------------------------- console capture
-@contextlib.contextmanager
-def captured_output(log: Path) -> Iterator[None]:
-    """Send everything written to stdout/stderr -- Python's and the C++ libraries' file
-    descriptors alike -- to `log` while the block runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    with open(log, "ab", buffering=0) as raw, open(log, "a", buffering=1) as text:
-        os.dup2(raw.fileno(), 1)
-        os.dup2(raw.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
-                yield
-        finally:
-            text.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def log_reason(log: Path, e: BaseException) -> str:
@@ -168,4 +144,4 @@ def saved_model_layout(saved: Path, clip_shape: Sequence[int]) -> str:
     return input_layout(specs[0].shape.as_list(), clip_shape)
 
 
-__all__: Sequence[str] = ("FrontEnd", "captured_output", "front_end", "log_reason", "saved_model_layout")
+__all__: Sequence[str] = ("FrontEnd", "front_end", "log_reason", "saved_model_layout")

@@ -32,10 +32,11 @@ hull; both are imported inside the functions because this package is on the CLI'
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -199,6 +200,36 @@ def apply_shift(frames: np.ndarray, name: str, level: str, seed: int = 0, video:
         return ShiftedVideo(out, None if fps is None else float(fps) * value, name, level, value)
     out = _OPS[name](frames, value, lambda: shift_rng(seed, video, name))
     return ShiftedVideo(np.ascontiguousarray(out, dtype=np.uint8), fps, name, level, value)
+
+
+class ShiftedSource:
+    """frames_source for `predict_videos`: one condition's shifted frames, each video shifted once
+    and kept until `clear` (the reference and every artefact see identical frames)."""
+
+    def __init__(self, frames: Callable[[Any], np.ndarray], shift: str, level: str, seed: int) -> None:
+        self.frames, self.shift, self.level, self.seed = frames, shift, level, seed
+        self._cache: dict[str, np.ndarray] = {}
+
+    def record(self, rec: Any) -> Any:
+        """The record as the sampler should see it: the shifted FPS, frame count and traced frames."""
+        spec = get_shift(self.shift)
+        if not self.shift.startswith("frame-rate") or spec.retime:
+            return rec  # same instants at the source's rate
+        r = spec.value(self.level)
+        move = lambda i: None if i is None else int(round(i * r))  # noqa: E731
+        return dataclasses.replace(rec, fps=rec.fps * r, num_frames=max(1, int(rec.num_frames * r)),
+                                   ed_frame=move(rec.ed_frame), es_frame=move(rec.es_frame))
+
+    def __call__(self, rec: Any) -> np.ndarray:
+        got = self._cache.get(rec.file_name)
+        if got is None:
+            shifted = apply_shift(np.asarray(self.frames(rec)), self.shift, self.level, seed=self.seed,
+                                  video=rec.file_name, fps=rec.fps)
+            got = self._cache[rec.file_name] = sampler_view(shifted)
+        return got
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 # ---------------------------------------------------------------------------------------------

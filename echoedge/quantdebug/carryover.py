@@ -40,7 +40,9 @@ def carry_over(prev: dict[str, Any], dq: dict[str, Any], redo: set[str],
     figures would not be comparable); the calibration part brings its own videos.
     """
     same_videos = prev.get("videos", {}).get("names") == dq["videos"]["names"] and \
-        prev.get("videos", {}).get("clips_per_video") == dq["videos"]["clips_per_video"]
+        prev.get("videos", {}).get("clips_per_video") == dq["videos"]["clips_per_video"] and \
+        (prev.get("videos", {}).get("shift"), prev.get("videos", {}).get("shift_level")) == \
+        (dq["videos"].get("shift"), dq["videos"].get("shift_level"))
     kept = []
     for part in PARTS:
         if part in redo or not prev.get(PART_KEYS[part][0]):

@@ -77,6 +77,8 @@ class DebugQuantOptions:
     cache_dir: Path | None = None
     progress: bool = True
     require_tracings: bool = False  # EchoNet-Dynamic's rule: untraced videos dropped
+    shift: str | None = None  # a stress-suite shift applied to the held-out frames (issue 21)
+    shift_level: str = "moderate"
 
 
 @dataclass
@@ -130,6 +132,11 @@ def _check_options(opt: DebugQuantOptions) -> None:
     for s in opt.strategies:
         check_strategy(s)
     parse_sizes(",".join(map(str, opt.sizes)))
+    if opt.shift:
+        from echoedge.data.shifts import check_level, get_shift
+
+        get_shift(opt.shift)
+        check_level(opt.shift_level)
 
 
 def _collect(artefacts: Sequence[str | Path]) -> list[Path]:
@@ -198,9 +205,11 @@ def debug_quant(
     if opt.keep_float is not None and "budget" in parts:
         check_keep_float(deploy, opt.keep_float, manifests.values())
     videos = load_videos(data, ck.spec, opt.split.upper(), opt.videos, opt.clips_per_video, opt.cache_dir,
-                         require_tracings=opt.require_tracings)
+                         require_tracings=opt.require_tracings, shift=opt.shift,
+                         shift_level=opt.shift_level, seed=opt.seed)
+    shifted = f", frames shifted by {opt.shift} ({opt.shift_level})" if opt.shift else ""
     log(f"debug-quant: fp32 deploy form on {len(videos.records)} {videos.split} videos x "
-        f"{opt.clips_per_video} clip(s)")
+        f"{opt.clips_per_video} clip(s){shifted}")
     ef_ref = ef_per_video(deploy, videos, progress=opt.progress, description="EF fp32 reference")
     ctx = AttributionContext(deploy, videos, ef_ref, ck.sha256)
     timings["setup"] = round(time.perf_counter() - t0, 2)
@@ -211,6 +220,7 @@ def debug_quant(
         "checkpoint": str(checkpoint), "checkpoint_sha256": ck.sha256, "data": str(data),
         "parts": list(parts),
         "videos": {"split": videos.split, "names": videos.names, "clips_per_video": videos.clips_per_video,
+                   "shift": opt.shift, "shift_level": opt.shift_level if opt.shift else None,
                    "ef_reference": [float(v) for v in ef_ref]},
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opt).items()
                      if k not in ("cache_dir", "progress")},

@@ -40,11 +40,15 @@ class VideoSet:
 
 def load_videos(data: str | Path, spec: Any, split: str = "VAL", videos: int | None = 12,
                 clips_per_video: int = 2, cache_dir: Path | None = None,
-                require_tracings: bool = False) -> VideoSet:
+                require_tracings: bool = False, shift: str | None = None,
+                shift_level: str = "moderate", seed: int = 0) -> VideoSet:
     """The first `videos` videos of `split` (all when None) with a frame cache;
-    `require_tracings` applies EchoNet-Dynamic's rule (untraced videos dropped)."""
+    `require_tracings` applies EchoNet-Dynamic's rule (untraced videos dropped). With `shift`,
+    every video's frames get that stress-suite shift at `shift_level` (the stress suite's seeded
+    draw), so each part measures what quantization costs on shifted frames."""
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
+    from echoedge.data.shifts import ShiftedSource, check_level, get_shift
 
     reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
@@ -52,7 +56,12 @@ def load_videos(data: str | Path, spec: Any, split: str = "VAL", videos: int | N
         records = records[:videos]
     if not records:
         raise EchoEdgeError(f"{data}: split {split} has no videos")
-    return VideoSet(records, FrameCache(reader, cache_dir), spec, clips_per_video, split)
+    frames: Any = FrameCache(reader, cache_dir)
+    if shift:
+        get_shift(shift)  # an unknown name fails here, listing the shifts
+        frames = ShiftedSource(frames, shift, check_level(shift_level), seed)
+        records = [frames.record(r) for r in records]
+    return VideoSet(records, frames, spec, clips_per_video, split)
 
 
 def ef_per_video(model: Any, videos: VideoSet, progress: bool = False,

@@ -253,7 +253,15 @@ def export_format(task: ExportTask, log: Callable[[str], None] = print) -> Expor
 
 def _run_exports(tasks: list[ExportTask], jobs: int, log: Callable[[str], None]) -> list[ExportDone]:
     if jobs <= 1 or len(tasks) <= 1:
-        return [export_format(t, log) for t in tasks]
+        from echoedge.console import stderr_to
+
+        done = []
+        for t in tasks:  # in this process: its toolchain chatter to a log file all the same
+            chatter = t.art_dir.parent / LOGS_DIR / f"export-{t.fmt}.log"
+            log(f"[{t.fmt}] toolchain messages -> {chatter}")
+            with stderr_to(chatter):
+                done.append(export_format(t, log))
+        return done
     import multiprocessing as mp
     import threading
     from concurrent.futures import ProcessPoolExecutor

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from echoedge.data.shifts import LEVELS, SHIFTS, apply_shift, get_shift, sampler_view
+from echoedge.data.shifts import LEVELS, SHIFTS, ShiftedSource, get_shift
 from echoedge.errors import PlatformError, first_line
 from echoedge.validate.gates import FAIL_RUNTIME
 
@@ -51,36 +51,6 @@ class StressOptions:
     notes: list[str] = field(default_factory=list)
 
 
-class ShiftedSource:
-    """frames_source for `predict_videos`: one condition's shifted frames, each video shifted once
-    and kept until `clear` (the reference and every artefact see identical frames)."""
-
-    def __init__(self, frames: Callable[[Any], np.ndarray], shift: str, level: str, seed: int) -> None:
-        self.frames, self.shift, self.level, self.seed = frames, shift, level, seed
-        self._cache: dict[str, np.ndarray] = {}
-
-    def record(self, rec: Any) -> Any:
-        """The record as the sampler should see it: the shifted FPS, frame count and traced frames."""
-        spec = get_shift(self.shift)
-        if not self.shift.startswith("frame-rate") or spec.retime:
-            return rec  # same instants at the source's rate
-        r = spec.value(self.level)
-        move = lambda i: None if i is None else int(round(i * r))  # noqa: E731
-        return dataclasses.replace(rec, fps=rec.fps * r, num_frames=max(1, int(rec.num_frames * r)),
-                                   ed_frame=move(rec.ed_frame), es_frame=move(rec.es_frame))
-
-    def __call__(self, rec: Any) -> np.ndarray:
-        got = self._cache.get(rec.file_name)
-        if got is None:
-            shifted = apply_shift(np.asarray(self.frames(rec)), self.shift, self.level, seed=self.seed,
-                                  video=rec.file_name, fps=rec.fps)
-            got = self._cache[rec.file_name] = sampler_view(shifted)
-        return got
-
-    def clear(self) -> None:
-        self._cache.clear()
-
-
 def run_stress(entries: list[dict[str, Any]], ref_model: Any, records: Sequence[Any],
                frames: Callable[[Any], np.ndarray], spec: Any, opt: Any, sopt: StressOptions,
                log: Callable[[str], None] = print, chatter: Path | None = None) -> dict[str, Any]:
@@ -88,7 +58,7 @@ def run_stress(entries: list[dict[str, Any]], ref_model: Any, records: Sequence[
     in place when an artefact fails under shifted frames). `opt` is the ValidateOptions."""
     from rich.progress import Progress
 
-    from echoedge.convert.tflite_onnx2tf import captured_output
+    from echoedge.console import captured_output
     from echoedge.model.evaluate import predict_videos
     from echoedge.validate.runner import EagerRunner, open_runner
 

@@ -338,7 +338,7 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
                   opt: ValidateOptions, log: Callable[[str], None],
                   chatter: Path | None = None) -> dict[str, Any]:
     from echoedge.convert.artefact import read_manifest, verify_artefact
-    from echoedge.convert.tflite_onnx2tf import captured_output
+    from echoedge.console import captured_output
     from echoedge.validate.agreement import agreement
     from echoedge.validate.latency import TimedRunner
     from echoedge.validate.runner import open_runner

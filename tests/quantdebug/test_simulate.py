@@ -143,3 +143,21 @@ def test_calibrating_once_gives_the_same_simulation():
     prepared = prepare_pt2e(torch.export.export(toy, (x,)).module(), quantizer_for(toy)[0])
     assert load_observer_stats(prepared, stats)  # really filled, not calibrated again
     assert not load_observer_stats(prepared, {})
+
+
+def test_load_videos_with_a_shift_gives_the_stress_suites_frames(synth_root, tmp_path):
+    from echoedge.data.clipspec import ClipSpec
+    from echoedge.data.echonet import EchoNet
+    from echoedge.data.shifts import apply_shift
+    from echoedge.quantdebug.simulate import load_videos
+
+    spec = ClipSpec(frames=8, period=1, height=64, width=64, mean=40.0, std=45.0)
+    clean = load_videos(synth_root, spec, "VAL", 2, 1, tmp_path)
+    blurred = load_videos(synth_root, spec, "VAL", 2, 1, tmp_path, shift="blur", shift_level="moderate", seed=3)
+    rec = clean.records[0]
+    raw = EchoNet(synth_root).load_frames(rec)
+    np.testing.assert_array_equal(clean.frames(rec), raw)
+    want = apply_shift(raw, "blur", "moderate", seed=3, video=rec.file_name, fps=rec.fps).frames
+    np.testing.assert_array_equal(blurred.frames(blurred.records[0]), want)
+    with pytest.raises(EchoEdgeError, match="unknown shift 'haze'"):
+        load_videos(synth_root, spec, "VAL", 2, 1, tmp_path, shift="haze")

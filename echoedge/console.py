@@ -1,0 +1,54 @@
+"""Keeping toolchain chatter (TensorFlow, XNNPACK's cpuinfo, torchao, coremltools, absl) off
+the console: it goes to a log file, so the status lines stay readable.
+
+Both context managers redirect the file descriptors as well as Python's streams, because the
+C++ libraries write to fd 1/2 directly and Python-level redirection alone does not catch them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def captured_output(log: Path) -> Iterator[None]:
+    """Send everything written to stdout/stderr -- Python's and the C++ libraries' file
+    descriptors alike -- to `log` while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    with open(log, "ab", buffering=0) as raw, open(log, "a", buffering=1) as text:
+        os.dup2(raw.fileno(), 1)
+        os.dup2(raw.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
+        finally:
+            text.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
+def stderr_to(log: Path) -> Iterator[None]:
+    """Send stderr (Python's and fd 2) to `log`, appending, while the block runs; stdout stays,
+    so a stage's own status lines still reach the console."""
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "ab", buffering=0) as raw, open(log, "a", buffering=1) as text:
+        os.dup2(raw.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(text):
+                yield
+        finally:
+            text.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
