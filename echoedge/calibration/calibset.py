@@ -132,7 +132,13 @@ def build_calibration_set(
     size = check_size(size, min_size)
     reader = EchoNet(Path(data_root), require_tracings=require_tracings)
     records = reader.records(split)
-    plan = plan_draws(strategy, records, spec, size, seed, split=split, min_videos=min_videos)
+    acquisition = None
+    if strategy == "acquisition-diverse":
+        from echoedge.data.acquisition import read_acquisition
+
+        acquisition = read_acquisition(reader.root)
+    plan = plan_draws(strategy, records, spec, size, seed, split=split, min_videos=min_videos,
+                      acquisition=acquisition)
     clips = extract_clips(plan.draws, spec, FrameCache(reader, cache_dir), progress)
     manifest = make_manifest(plan, clips, spec, strategy=strategy, seed=seed, split=split,
                              available=Counter(ef_band(r.ef) for r in records),

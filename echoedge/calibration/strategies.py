@@ -28,11 +28,22 @@ phase-aware
     Candidates: traced videos having a start whose clip contains both the ED and the ES frame;
     the start is uniform among those starts. Videos without tracings, or whose ED and ES lie
     further apart than one clip spans, are skipped and counted in the manifest.
+
+acquisition-diverse
+    Candidates: the videos with a row in the dataset's Acquisition.csv (the probe settings the
+    varied generator records). Up to N videos are picked by farthest-point sampling over their
+    standardised settings (gain, TGC, dynamic range, speckle, blur, depth, sector, rotation, tilt,
+    noise, dropout, shadow, view): each pick is the video whose settings lie furthest from every
+    video already picked, so the set reaches the corners of the acquisition space (the blurriest,
+    darkest, deepest clips) that random draws from the crowded middle rarely hold, and the int8
+    ranges cover the looks a probe can produce. Starts are uniform. A folder without
+    Acquisition.csv (a real EchoNet download) gets a clear error: its settings are unknown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +52,7 @@ from echoedge.data.clipspec import ClipSpec
 from echoedge.data.echonet import VideoRecord
 from echoedge.errors import EchoEdgeError
 
-STRATEGIES = ("random", "ef-stratified", "phase-aware")
+STRATEGIES = ("random", "ef-stratified", "phase-aware", "acquisition-diverse")
 EF_BAND_EDGES = (40.0, 50.0, 60.0)  # lower edges of the bands after the first, in EF %
 EF_BANDS = ("<40", "40-49", "50-59", ">=60")
 
@@ -196,13 +207,68 @@ def _note_repeats(plan: Plan, videos: int, size: int, split: str) -> None:
                           f"{-(-size // videos)} clips per video")
 
 
+def farthest_points(features: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """k row indices by greedy farthest-point sampling (first pick random), in pick order.
+
+    By hand rather than a clustering library: it is ten lines, exact and seeded, and k-means
+    centres are not videos.
+    """
+    n = features.shape[0]
+    k = min(int(k), n)
+    picked = [int(rng.integers(n))]
+    dist = np.linalg.norm(features - features[picked[0]], axis=1)
+    dist[picked[0]] = -1.0  # picked: never again, even where every video has the same settings
+    while len(picked) < k:
+        nxt = int(np.argmax(dist))  # ties: the lowest index, so the pick is deterministic
+        picked.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(features - features[nxt], axis=1))
+        dist[picked] = -1.0
+    return picked
+
+
+def acquisition_features(settings: list[Any]) -> np.ndarray:
+    """(videos, settings) matrix of the numeric acquisition settings, each column standardised
+    (a constant column becomes 0, so a setting that never varies does not weigh)."""
+    from echoedge.data.acquisition import NUMERIC_NAMES
+
+    x = np.array([[float(getattr(s, n)) for n in NUMERIC_NAMES] for s in settings], dtype=np.float64)
+    sd = x.std(axis=0)
+    return np.where(sd > 0, (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def plan_acquisition_diverse(records: list[VideoRecord], spec: ClipSpec, size: int,
+                             rng: np.random.Generator, split: str = "TRAIN", min_videos: int = 1,
+                             acquisition: dict[str, Any] | None = None) -> Plan:
+    if acquisition is None:
+        raise EchoEdgeError("acquisition-diverse calibration needs the dataset's Acquisition.csv "
+                            "(the probe settings per video, written by `echo-edge synth --acquisition "
+                            "varied`); this dataset has none: use random or ef-stratified")
+    known = [r for r in records if r.file_name in acquisition]
+    missing = len(records) - len(known)
+    _need_videos("acquisition-diverse", split, len(known), min_videos,
+                 f" with a row in Acquisition.csv ({missing} without)" if missing else "")
+    picks = farthest_points(acquisition_features([acquisition[r.file_name] for r in known]), size, rng)
+    chosen = [known[i] for i in picks]
+    plan = Plan(spread([full_range(r, spec) for r in chosen], size, rng))
+    if missing:
+        plan.skipped["no row in Acquisition.csv"] = missing
+        plan.notes.append(f"{missing} {split} video(s) skipped: no row in Acquisition.csv")
+    plan.notes.append(f"{len(chosen)} of {len(known)} {split} videos picked by farthest-point sampling "
+                      "over their standardised acquisition settings")
+    _note_repeats(plan, len(chosen), size, split)
+    return plan
+
+
 PLANNERS = {"random": plan_random, "ef-stratified": plan_ef_stratified,
-            "phase-aware": plan_phase_aware}
+            "phase-aware": plan_phase_aware, "acquisition-diverse": plan_acquisition_diverse}
 
 
 def plan_draws(strategy: str, records: list[VideoRecord], spec: ClipSpec, size: int, seed: int,
-               split: str = "TRAIN", min_videos: int = 1) -> Plan:
-    """The draws of one strategy; the same arguments always give the same plan."""
+               split: str = "TRAIN", min_videos: int = 1,
+               acquisition: dict[str, Any] | None = None) -> Plan:
+    """The draws of one strategy; the same arguments always give the same plan. `acquisition`
+    ({FileName: AcquisitionSettings}, from Acquisition.csv) is read by acquisition-diverse only."""
     rng = np.random.default_rng(int(seed))
-    return PLANNERS[check_strategy(strategy)](records, spec, int(size), rng, split=split,
-                                              min_videos=min_videos)
+    key = check_strategy(strategy)
+    extra = {"acquisition": acquisition} if key == "acquisition-diverse" else {}
+    return PLANNERS[key](records, spec, int(size), rng, split=split, min_videos=min_videos, **extra)

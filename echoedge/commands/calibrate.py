@@ -14,13 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Draw N clips from TRAIN (or VAL with --split VAL; never TEST: a test-only "
         "dataset cannot calibrate itself) with a strategy: random, "
         "ef-stratified (equal share per EF band <40, 40-49, 50-59, >=60, so low-EF hearts are "
-        "represented) or phase-aware (clips holding the traced ED and ES frames). Clips use the "
+        "represented), phase-aware (clips holding the traced ED and ES frames) or "
+        "acquisition-diverse (videos spread over the probe settings in the dataset's Acquisition.csv "
+        "by farthest-point sampling, so int8 ranges cover dark, blurred and deep clips). Clips use the "
         "checkpoint's ClipSpec and normalisation. Writes calibration.npz and manifest.json "
         "(strategy, N, seed, video ids, starts, sha256 per clip, dataset fingerprint).",
     )
     data_arg(p)
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
-    p.add_argument("--strategy", default="ef-stratified", help="random | ef-stratified | phase-aware")
+    p.add_argument("--strategy", default="ef-stratified", help="random | ef-stratified | phase-aware | acquisition-diverse (default ef-stratified)")
     p.add_argument("--size", type=int, default=128, help="number of clips (default 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="TRAIN", type=str.upper, help="TRAIN or VAL")

@@ -64,7 +64,8 @@ def draw_seed(seed: int, draw: int) -> int:
 
 def disjoint_plans(strategy: str, records: Sequence[Any], spec: Any, size: int, draws: int,
                    seed: int = 0, split: str = "TRAIN",
-                   groups: list[list[Any]] | None = None) -> list[Any]:
+                   groups: list[list[Any]] | None = None,
+                   acquisition: dict[str, Any] | None = None) -> list[Any]:
     """K plans (echoedge.calibration.strategies.Plan) of one strategy that share no video.
 
     Plan d is the strategy's ordinary plan of `size` clips over group d of `partition_videos`
@@ -82,7 +83,7 @@ def disjoint_plans(strategy: str, records: Sequence[Any], spec: Any, size: int, 
                                 f"usable {split} videos each; draw {d} has {usable} of {len(group)} "
                                 f"({len(records)} {split} videos in all): use fewer draws")
         plans.append(plan_draws(strategy, group, spec, size, draw_seed(seed, d), split=split,
-                                min_videos=MIN_GROUP_VIDEOS))
+                                min_videos=MIN_GROUP_VIDEOS, acquisition=acquisition))
     return plans
 
 

@@ -131,6 +131,7 @@ def calibration_stability(
 
     from echoedge.calibration.calibset import check_split, extract_clips
     from echoedge.calibration.strategies import check_strategy
+    from echoedge.data.acquisition import read_acquisition
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.quantdebug.observers import RangeCache, prepare_recipe
@@ -151,6 +152,7 @@ def calibration_stability(
     reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
     frames = FrameCache(reader, cache_dir)
+    acquisition = read_acquisition(reader.root)  # read by acquisition-diverse only
     groups = partition_videos(records, draws, seed, spec)
     notes: list[str] = []
     cost: dict[str, Any] = {}
@@ -168,7 +170,7 @@ def calibration_stability(
             raise EchoEdgeError(f"{data}: no calibration size fits {s} with {draws} disjoint draws "
                                 f"(N <= {cap}); use fewer draws or smaller sizes")
         for n in kept:
-            plans[(s, n)] = disjoint_plans(s, records, spec, n, draws, seed, split, groups)
+            plans[(s, n)] = disjoint_plans(s, records, spec, n, draws, seed, split, groups, acquisition)
 
     t0 = time.perf_counter()
     if reference_ef is None:
