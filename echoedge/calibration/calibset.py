@@ -35,6 +35,7 @@ from echoedge.calibration.strategies import (
     STRATEGIES,
     Draw,
     Plan,
+    acquisition_for,
     check_strategy,
     ef_band,
     plan_draws,
@@ -132,13 +133,8 @@ def build_calibration_set(
     size = check_size(size, min_size)
     reader = EchoNet(Path(data_root), require_tracings=require_tracings)
     records = reader.records(split)
-    acquisition = None
-    if strategy == "acquisition-diverse":
-        from echoedge.data.acquisition import read_acquisition
-
-        acquisition = read_acquisition(reader.root)
     plan = plan_draws(strategy, records, spec, size, seed, split=split, min_videos=min_videos,
-                      acquisition=acquisition)
+                      acquisition=acquisition_for(strategy, reader.root))
     clips = extract_clips(plan.draws, spec, FrameCache(reader, cache_dir), progress)
     manifest = make_manifest(plan, clips, spec, strategy=strategy, seed=seed, split=split,
                              available=Counter(ef_band(r.ef) for r in records),

@@ -262,6 +262,16 @@ def plan_acquisition_diverse(records: list[VideoRecord], spec: ClipSpec, size: i
     return plan
 
 
+def acquisition_for(strategy: str, root: Any) -> dict[str, Any] | None:
+    """The dataset's Acquisition.csv rows when `strategy` plans on them, else None (not read: a
+    malformed file must not stop the strategies that never look at it)."""
+    if check_strategy(strategy) != "acquisition-diverse":
+        return None
+    from echoedge.data.acquisition import read_acquisition
+
+    return read_acquisition(root)
+
+
 PLANNERS = {"random": plan_random, "ef-stratified": plan_ef_stratified,
             "phase-aware": plan_phase_aware, "acquisition-diverse": plan_acquisition_diverse}
 

@@ -130,8 +130,7 @@ def calibration_stability(
     from rich.progress import Progress
 
     from echoedge.calibration.calibset import check_split, extract_clips
-    from echoedge.calibration.strategies import check_strategy
-    from echoedge.data.acquisition import read_acquisition
+    from echoedge.calibration.strategies import acquisition_for, check_strategy
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.quantdebug.observers import RangeCache, prepare_recipe
@@ -152,7 +151,6 @@ def calibration_stability(
     reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
     frames = FrameCache(reader, cache_dir)
-    acquisition = read_acquisition(reader.root)  # read by acquisition-diverse only
     groups = partition_videos(records, draws, seed, spec)
     notes: list[str] = []
     cost: dict[str, Any] = {}
@@ -160,6 +158,7 @@ def calibration_stability(
     # Plans first (cheap, metadata only): a bad size or too few videos fails before any compute.
     plans: dict[tuple[str, int], list[Any]] = {}
     for s in strategies:
+        acquisition = acquisition_for(s, reader.root)
         cap = size_cap(s, groups, spec, max_clips_per_video)
         kept = [n for n in sizes if n <= cap]
         if len(kept) < len(sizes):

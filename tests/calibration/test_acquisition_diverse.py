@@ -61,9 +61,17 @@ def test_videos_without_a_row_are_skipped_and_counted() -> None:
 
 
 def test_a_folder_without_acquisition_csv_gets_one_clear_error(synth_root: Path, tmp_path: Path) -> None:
-    records = EchoNet(synth_root).records("TRAIN")
+    import shutil
+
+    real = tmp_path / "echonet"  # an EchoNet download: no Acquisition.csv
+    shutil.copytree(synth_root, real)
+    (real / "Acquisition.csv").unlink()
     with pytest.raises(EchoEdgeError, match="needs the dataset's Acquisition.csv"):
-        plan_draws("acquisition-diverse", records, SPEC, 8, seed=0, acquisition=None)
+        build_calibration_set(real, SPEC, "acquisition-diverse", size=8, seed=0,
+                              cache_dir=tmp_path / "frames", progress=False)
+    # The other strategies never read it: a folder without one calibrates as before.
+    assert len(build_calibration_set(real, SPEC, "random", size=8, seed=0,
+                                     cache_dir=tmp_path / "frames", progress=False)) == 8
 
 
 def test_build_reads_acquisition_csv_of_the_dataset(synth_root: Path, tmp_path: Path) -> None:

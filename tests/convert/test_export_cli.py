@@ -27,13 +27,11 @@ def test_export_cli_writes_fp32_and_int8_with_one_calibration_set(tmp_path: Path
                    "--precision", "fp32,int8", "--calibration", "random:8", "--out", str(out),
                    "--cache-dir", str(tmp_path / "frames"), "--int8-recipe", "whole"])
     assert rc == 0
-    console = capsys.readouterr()
-    text = console.out
+    text = capsys.readouterr().out
     assert "deploy form" in text
-    # Toolchain chatter (torchao's optional kernels, pytree and FutureWarnings) goes to the log.
+    # Toolchain chatter goes to the log (what reaches it: tests/test_console.py).
     assert f"toolchain messages -> {out / 'logs' / 'export.log'}" in text
     assert (out / "logs" / "export.log").is_file()
-    assert "Warning" not in console.err and "Failed to load" not in console.err, console.err
     calib = json.loads((out / "calibration" / "manifest.json").read_text())
     fp32 = json.loads((out / "executorch-fp32" / "manifest.json").read_text())
     int8 = json.loads((out / "executorch-int8" / "manifest.json").read_text())
