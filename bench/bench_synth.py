@@ -1,6 +1,6 @@
 """Throughput of the synthetic EchoNet generator: videos/s, seconds and MB written.
 
-    python bench/bench_synth.py --videos 60 --workers 2 [--acquisition varied]
+    python bench/bench_synth.py --videos 60 --workers 2 [--acquisition fixed]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=60, help="videos to generate (default 60)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--acquisition", choices=("fixed", "varied"), default="fixed")
+    ap.add_argument("--acquisition", choices=("fixed", "varied"), default="varied")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         out = Path(tmp) / "echonet"

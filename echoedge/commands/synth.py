@@ -23,14 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     p.add_argument(
-        "--acquisition", choices=("fixed", "varied"), default="fixed",
-        help=("how the videos are acquired. fixed (default): every video with the same neutral "
-              "probe settings, the look the shipped checkpoint was trained on. varied: the "
-              "acquisition variety real probes show (gain, TGC, dynamic range, speckle, "
-              "resolution, depth, sector width, probe rotation and tilt, noise, dropout, "
-              "shadows, ~5%% foreshortened or off-axis views), drawn per video from the seed; "
-              "becomes the default with the retrained checkpoint. Both write the same hearts and "
-              "FileList labels for a seed; see docs/acquisition.md"),
+        "--acquisition", choices=("fixed", "varied"), default="varied",
+        help=("how the videos are acquired. varied (default): the acquisition variety real "
+              "probes show (gain, TGC, dynamic range, speckle, resolution, depth, sector width, "
+              "probe rotation and tilt, noise, dropout, shadows, ~5%% foreshortened or off-axis "
+              "views), drawn per video from the seed; the look the shipped checkpoint was "
+              "fine-tuned on. fixed: every video with the same neutral probe settings (the look "
+              "of e3net_paper_synthetic.pt). Both write the same hearts and FileList labels for "
+              "a seed; see docs/acquisition.md"),
     )
     p.set_defaults(func=_cmd_synth)
 

@@ -5,7 +5,7 @@ A model worth shipping beats it. Its EF is, in order of preference:
 1. the training EF mean recorded in the checkpoint (`Checkpoint.train_ef_mean`): the mean of what
    the model was trained on, so a test-only dataset needs no TRAIN split;
 2. the TRAIN split mean of the dataset being evaluated, for a checkpoint that records none (one
-   written before the mean was recorded, like the shipped e3net_paper_synthetic.pt);
+   written before the mean was recorded, like e3net_paper_synthetic.pt);
 3. none: the baseline is n/a, with that reason, never an error.
 
 Reports and the console print `describe()`, so a reader always sees which of the three it was.

@@ -20,7 +20,7 @@ from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import CheckpointError, EchoEdgeError, first_line
 
 FORMAT_VERSION = 1
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "e3net_paper_synthetic.pt"
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "e3net_paper_acquisition.pt"
 
 
 @dataclass

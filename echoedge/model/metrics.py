@@ -8,12 +8,13 @@ import numpy as np
 
 # EF bands used clinically: reduced (<40), mildly reduced (40-49), preserved (>=50).
 EF_BANDS = ("<40", "40-49", ">=50")
+BAND_EDGES = (40.0, 50.0)
 
 
 def ef_band(ef: np.ndarray) -> np.ndarray:
     """Band index 0/1/2 for EF values in %."""
     ef = np.asarray(ef, dtype=np.float64)
-    return np.where(ef < 40.0, 0, np.where(ef < 50.0, 1, 2))
+    return np.where(ef < BAND_EDGES[0], 0, np.where(ef < BAND_EDGES[1], 1, 2))
 
 
 def band_confusion(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:

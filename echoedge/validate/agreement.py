@@ -4,6 +4,10 @@ What conversion costs is measured against the reference, not the truth: |ΔEF| (
 Bland-Altman bias and 95 % limits of agreement with bootstrap confidence intervals, and whether
 the EF band (<40, 40-49, >=50) a clinician would read is the same. All numbers are EF points or
 fractions; everything is deterministic for a given seed.
+
+Band flips are listed one by one (reference EF, artefact EF), so that the gate can tell a flip of
+a reference EF lying a hair from a band edge (50.2 read as 49.8: inside the drift the mean gate
+allows) from one that moves a clearly-placed EF across an edge, without re-running anything.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from echoedge.model.metrics import band_confusion
+from echoedge.model.metrics import BAND_EDGES, band_confusion, ef_band
 
 # 1.96 SD: the conventional 95 % limits of agreement (Bland & Altman 1986).
 LOA_Z = 1.96
@@ -57,6 +61,7 @@ class Agreement:
     band_agreement: float  # fraction of videos whose EF band equals the reference's
     band_confusion: list[list[int]]  # rows reference band, columns artefact band
     worst: list[dict[str, Any]] = field(default_factory=list)
+    band_flips: list[dict[str, Any]] = field(default_factory=list)  # see band_flips()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +112,29 @@ def band_agreement(reference: np.ndarray, test: np.ndarray) -> tuple[float, list
     return float(np.trace(conf) / ref.size), conf.tolist()
 
 
+def band_flips(names: Sequence[str], reference: np.ndarray, test: np.ndarray) -> list[dict[str, Any]]:
+    """Every video whose EF band differs from the reference's, with both EFs, in input order."""
+    ref, tst = _pair(reference, test)
+    moved = np.flatnonzero(ef_band(ref) != ef_band(tst))
+    return [{"file_name": str(names[i]), "ef_reference": float(ref[i]), "ef": float(tst[i])} for i in moved]
+
+
+def edge_distance(ef_reference: float, ef: float) -> float:
+    """How far the reference EF would have to move to reach the artefact's band (EF points): its
+    distance to the farthest band edge the pair straddles, 0 when both lie in one band."""
+    lo, hi = sorted((ef_reference, ef))
+    return max((abs(ef_reference - e) for e in BAND_EDGES if lo < e <= hi), default=0.0)
+
+
+def band_agreement_beyond(n: int, flips: Sequence[dict[str, Any]], margin: float) -> float:
+    """Band agreement that counts only flips whose reference EF lies more than `margin` EF points
+    from the artefact's band (edge_distance); margin 0 counts every flip (the strict figure)."""
+    if n <= 0:
+        raise ValueError(f"need at least one video, got n={n}")
+    counted = sum(edge_distance(f["ef_reference"], f["ef"]) > margin for f in flips)
+    return 1.0 - counted / n
+
+
 def worst_videos(names: Sequence[str], truth: np.ndarray, reference: np.ndarray, test: np.ndarray,
                  n: int = 5) -> list[dict[str, Any]]:
     """The n videos with the largest |ΔEF| vs the reference, largest first (ties by name)."""
@@ -123,7 +151,8 @@ def agreement(names: Sequence[str], truth: Sequence[float], reference: Sequence[
     agree, conf = band_agreement(ref, tst)
     return Agreement(ef=delta_stats(ref, tst), bland_altman=bland_altman(ref, tst, bootstrap, seed),
                      band_agreement=agree, band_confusion=conf,
-                     worst=worst_videos(list(names), np.asarray(truth, dtype=np.float64), ref, tst, worst_n))
+                     worst=worst_videos(list(names), np.asarray(truth, dtype=np.float64), ref, tst, worst_n),
+                     band_flips=band_flips(list(names), ref, tst))
 
 
 def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:

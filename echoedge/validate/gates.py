@@ -58,11 +58,17 @@ METRICS: dict[str, Metric] = {
 }
 
 
+# Settings that shape a gate rather than bound a metric; resolved like thresholds.
+# band_margin_ef: a band flip whose reference EF lies within this many EF points of the artefact's
+# band is borderline (inside the drift the mean gate allows) and band_agreement_reference does not
+# count it; unset means the artefact's mean_abs_delta_ef threshold, 0 counts every flip.
+PARAMETERS = {"band_margin_ef": "EF points"}
+
 # The gates that still mean something on shifted frames: those comparing with the reference on
 # the same frames (the truth-based ones would gate the model's own loss to the shift, and there
 # is no latency under stress).
 STRESS_METRICS = ("mean_abs_delta_ef", "p95_abs_delta_ef", "max_abs_delta_ef", "band_agreement_reference",
-                  "mae_increase")
+                  "mae_increase", "band_margin_ef")
 STRESS_KEYS = ("precisions", "levels", "thresholds", "shift")
 
 
@@ -186,12 +192,14 @@ def _check_thresholds(th: Any, where: str, known: tuple[str, ...] | None = None)
         return
     if not isinstance(th, dict):
         raise EchoEdgeError(f"{where} must be a mapping of gate name to threshold")
-    known = known or tuple(METRICS)
+    known = known or (*METRICS, *PARAMETERS)
     for k, v in th.items():
         if k not in known:
             raise EchoEdgeError(f"{where}: unknown gate '{k}' (known: {', '.join(known)})")
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
             raise EchoEdgeError(f"{where}.{k}: threshold must be a number or null, got {v!r}")
+        if k in PARAMETERS and v is not None and v < 0:
+            raise EchoEdgeError(f"{where}.{k}: must be >= 0 {PARAMETERS[k]}, got {v!r}")
 
 
 def thresholds_for(gates: dict[str, Any], fmt: str, precision: str) -> dict[str, float]:
@@ -228,11 +236,33 @@ def _lookup(entry: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return float(cur) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else None
 
 
+def band_margin(thresholds: dict[str, float]) -> float:
+    """The borderline margin (PARAMETERS) for one artefact's resolved thresholds."""
+    return thresholds.get("band_margin_ef", thresholds.get("mean_abs_delta_ef", 0.0))
+
+
+def _band_beyond_margin(entry: dict[str, Any], margin: float) -> float | None:
+    """band_agreement_reference counting only flips beyond the margin; the strict figure for a
+    report written before flips were listed."""
+    from echoedge.validate.agreement import band_agreement_beyond
+
+    vr = entry.get("vs_reference") or {}
+    n = vr.get("n", (vr.get("bland_altman") or {}).get("n"))
+    if not isinstance(vr.get("band_flips"), list) or not n:
+        return _lookup(entry, METRICS["band_agreement_reference"].path)
+    return band_agreement_beyond(int(n), vr["band_flips"], margin)
+
+
 def evaluate_entry(entry: dict[str, Any], reference: dict[str, Any], thresholds: dict[str, float]) -> list[GateResult]:
     results = []
     for name, limit in thresholds.items():
+        if name in PARAMETERS:
+            continue
         m = METRICS[name]
-        value = _lookup(entry, m.path)
+        if name == "band_agreement_reference":
+            value = _band_beyond_margin(entry, band_margin(thresholds))
+        else:
+            value = _lookup(entry, m.path)
         if value is not None and m.relative_to_reference:
             ref = _lookup(reference, m.path)
             value = None if ref is None else value - ref

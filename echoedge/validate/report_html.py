@@ -196,7 +196,9 @@ def render_html(report: dict[str, Any]) -> str:
     for e in notes:
         parts.append(f"<p class='meta'>{_e(e['name'])}: {_e(e['latency_note'])}</p>")
     parts.append("<p class='meta'>ΔEF = artefact EF − fp32 reference EF per video, in EF points. "
-                 "EF bands: &lt;40, 40–49, ≥50 %.</p>")
+                 "EF bands: &lt;40, 40–49, ≥50 %; band agreement counts every flip, and its gate (in "
+                 "brackets where it differs) leaves out a flip whose reference EF lies within "
+                 "band_margin_ef of the artefact's band.</p>")
     parts += [f"<p class='meta' data-truth>{_e(t)}</p>" for t in truth_lines(report)]
 
     parts += ["<h2>Predicted vs true EF</h2>", f"<img alt='scatter' src='{scatter_figure(report)}'>"]

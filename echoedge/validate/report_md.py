@@ -88,7 +88,7 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "mean_d": fmt(vr["ef"]["mean_abs"], ".3f") if vr else "–",
             "p95_d": fmt(vr["ef"]["p95_abs"], ".3f") if vr else "–",
             "max_d": fmt(vr["ef"]["max_abs"], ".3f") if vr else "–",
-            "band_ref": fmt(100 * vr["band_agreement"], ".1f") if vr else "–",
+            "band_ref": band_cell(e),
             "band_truth": fmt(100 * vt["band_agreement"], ".1f") if vt else "–",
             "latency": latency_cell(e),
             "speedup": f"{e['speedup_vs_reference']:.2f}×" if e.get("speedup_vs_reference") else "–",
@@ -101,6 +101,19 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         for row, e in zip(rows[1:], report["artefacts"]):
             row["worst_shift"] = worst_shift_cell(report, e["name"])
     return rows
+
+
+def band_cell(entry: dict[str, Any]) -> str:
+    """The strict band agreement with the reference, and the gated figure beside it when the gate
+    left borderline flips out (gates.band_margin_ef)."""
+    vr = entry.get("vs_reference")
+    if not vr:
+        return "–"
+    strict = fmt(100 * vr["band_agreement"], ".1f")
+    gate = next((g for g in entry.get("gates") or [] if g["name"] == "band_agreement_reference"), None)
+    if gate is None or gate["value"] is None or abs(gate["value"] - 100 * vr["band_agreement"]) < 1e-9:
+        return strict
+    return f"{strict} ({fmt(gate['value'], '.1f')} gated)"
 
 
 COLUMNS = (("artefact", "artefact"), ("status", "status"), ("runtime", "runtime"), ("size", "size"),
@@ -135,7 +148,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = [status if k == "status" else row[k] for k, _ in columns(report)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
-    lines.append("ΔEF = artefact EF − reference EF per video (EF points); EF bands <40 / 40–49 / ≥50 %. "
+    lines.append("ΔEF = artefact EF − reference EF per video (EF points); EF bands <40 / 40–49 / ≥50 %; "
+                 "band agreement counts every flip, and its gate (in brackets where it differs) leaves out "
+                 "a flip whose reference EF lies within band_margin_ef of the artefact's band. "
                  f"Latency: batch 1, {host['threads']} threads, every accuracy call after the first "
                  f"{report['settings']['warmup']} (warm-up), at least {report['settings']['latency_runs']} "
                  "timed calls; speed-up vs the eager reference.")

@@ -167,7 +167,7 @@ def _vs_truth(preds: Sequence[Any]) -> dict[str, Any]:
 
 def _vs_reference(ref: Sequence[Any], test: Sequence[Any]) -> dict[str, Any]:
     """|ΔEF| stats, bias and band agreement (validate.agreement), and MAE vs the truth."""
-    from echoedge.validate.agreement import band_agreement, delta_stats
+    from echoedge.validate.agreement import band_agreement, band_flips, delta_stats
 
     got = {p.file_name: p.ef for p in test}
     r = np.array([p.ef for p in ref])
@@ -175,7 +175,8 @@ def _vs_reference(ref: Sequence[Any], test: Sequence[Any]) -> dict[str, Any]:
     agree, _ = band_agreement(r, t)
     truth = np.array([p.ef_true for p in ref])
     return {"vs_reference": {"ef": dataclasses.asdict(delta_stats(r, t)), "bias": float(np.mean(t - r)),
-                             "band_agreement": agree},
+                             "band_agreement": agree, "n": int(r.size),
+                             "band_flips": band_flips([p.file_name for p in ref], r, t)},
             "vs_truth": {"mae": float(np.mean(np.abs(t - truth)))}}
 
 

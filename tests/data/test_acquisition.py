@@ -351,12 +351,12 @@ def test_cache_key_has_mode_and_format(monkeypatch: pytest.MonkeyPatch, tmp_path
     from echoedge.data import default as D
 
     monkeypatch.setenv("ECHOEDGE_CACHE", str(tmp_path))
-    fixed, varied = D.default_dataset_root(), D.default_dataset_root(acquisition="varied")
+    varied, fixed = D.default_dataset_root(), D.default_dataset_root(acquisition="fixed")
     assert fixed.parent == varied.parent == tmp_path and fixed != varied
-    assert fixed.name == f"synthetic-seed0-n300-fixed-v{S.SYNTH_FORMAT}"
-    assert D.DEFAULT_ACQUISITION == "fixed"
+    assert varied.name == f"synthetic-seed0-n300-varied-v{S.SYNTH_FORMAT}"
+    assert D.DEFAULT_ACQUISITION == "varied"
     # An old-format cache folder (synthetic-seed0-n300) is never taken for the current one.
-    assert fixed.name != "synthetic-seed0-n300"
+    assert varied.name != "synthetic-seed0-n300" and fixed.name != "synthetic-seed0-n300"
 
 
 def test_cli_synth_varied(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

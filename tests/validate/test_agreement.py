@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from echoedge.validate.agreement import agreement, band_agreement, bland_altman, delta_stats, worst_videos
+from echoedge.validate.agreement import (agreement, band_agreement, band_agreement_beyond, band_flips,
+                                         bland_altman, delta_stats, edge_distance, worst_videos)
 from echoedge.validate.latency import host_fingerprint, measure_latency
 
 REF = [10.0, 20.0, 30.0, 40.0]
@@ -57,6 +58,23 @@ def test_band_agreement_and_confusion_by_hand():
     agree, conf = band_agreement(ref, test)
     assert agree == pytest.approx(0.75)
     assert conf == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]  # rows reference, columns artefact
+
+
+def test_band_flips_and_the_borderline_margin_by_hand():
+    names = ["a", "b", "c", "d", "e"]
+    ref = [50.25, 49.9, 38.0, 39.9, 60.0]
+    test = [49.76, 49.0, 41.0, 52.0, 59.0]  # a: 50->49 a hair; c: 38->41 clearly; d: two edges
+    flips = band_flips(names, np.array(ref), np.array(test))
+    assert [f["file_name"] for f in flips] == ["a", "c", "d"]
+    assert flips[0] == {"file_name": "a", "ef_reference": 50.25, "ef": 49.76}
+    assert edge_distance(50.25, 49.76) == pytest.approx(0.25)
+    assert edge_distance(38.0, 41.0) == pytest.approx(2.0)
+    assert edge_distance(39.9, 52.0) == pytest.approx(10.1)  # the far edge: it had to cross 50 too
+    assert edge_distance(45.0, 47.0) == 0.0
+    assert band_agreement_beyond(5, flips, 0.0) == pytest.approx(2 / 5)  # strict: every flip
+    assert band_agreement_beyond(5, flips, 0.5) == pytest.approx(3 / 5)  # a is borderline
+    assert band_agreement_beyond(5, flips, 2.0) == pytest.approx(4 / 5)  # c at exactly 2.0 excused
+    assert agreement(names, ref, ref, test, bootstrap=0).band_flips == flips
 
 
 def test_worst_videos_and_agreement_bundle():

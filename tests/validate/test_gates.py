@@ -8,6 +8,7 @@ import pytest
 
 from echoedge.errors import EchoEdgeError
 from echoedge.validate.gates import apply_gates, load_gates, thresholds_for
+from echoedge.validate.report_md import band_cell
 
 
 def _entry(name: str, fmt: str, precision: str, mean: float = 0.1, p95: float = 0.3, band: float = 1.0,
@@ -98,6 +99,35 @@ def test_runtime_failure_fails_and_skip_fails_only_under_strict():
     rep = _report(_entry("broken", "tflite", "int8", run_status="FAIL_RUNTIME"))
     assert apply_gates(rep, g)["summary"]["exit_code"] == 1
     assert rep["summary"]["counts"]["FAIL_RUNTIME"] == 1
+
+
+def test_band_gate_leaves_out_borderline_flips_by_the_mean_gate_or_band_margin(tmp_path: Path):
+    # 24 videos, one flip: strict 95.8 % fails 98 %; a reference EF 0.25 from the edge is inside
+    # the int8 mean gate (0.5), so the gate reads 100 %; 2 EF points from it is a real flip.
+    def entry(ref_ef: float, ef: float) -> dict:
+        e = _entry("et-int8", "executorch", "int8", band=23 / 24)
+        e["vs_reference"].update(bland_altman={"n": 24},
+                                 band_flips=[{"file_name": "v", "ef_reference": ref_ef, "ef": ef}])
+        return e
+
+    r = apply_gates(_report(entry(50.25, 49.76), entry(52.0, 49.5), _entry("old", "tflite", "int8", band=23 / 24)),
+                    load_gates())
+    near, far, old = r["artefacts"]
+    assert near["status"] == "PASS"
+    assert next(g for g in near["gates"] if g["name"] == "band_agreement_reference")["value"] == 100.0
+    assert far["status"] == "FAIL_ACCURACY" and "band_agreement_reference = 95.8" in far["reason"]
+    assert old["status"] == "FAIL_ACCURACY"  # a report without band_flips keeps the strict figure
+    assert band_cell(near) == "95.8 (100.0 gated)" and band_cell(far) == "95.8"
+    strict = tmp_path / "g.yaml"
+    strict.write_text("version: 1\ndefaults: {band_margin_ef: 0}\n")
+    assert apply_gates(_report(entry(50.25, 49.76)), load_gates(strict))["artefacts"][0]["status"] == "FAIL_ACCURACY"
+    wide = tmp_path / "w.yaml"
+    wide.write_text("version: 1\nprecision:\n  int8: {band_margin_ef: 2.5}\n")
+    assert apply_gates(_report(entry(52.0, 49.5)), load_gates(wide))["artefacts"][0]["status"] == "PASS"
+    neg = tmp_path / "n.yaml"
+    neg.write_text("version: 1\ndefaults: {band_margin_ef: -1}\n")
+    with pytest.raises(EchoEdgeError, match="band_margin_ef: must be >= 0"):
+        load_gates(neg)
 
 
 def test_relative_and_missing_values(tmp_path: Path):
