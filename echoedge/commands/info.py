@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "are printed. With ARTEFACT (a folder written by `echo-edge export` or `run`): reads its "
         "model file itself (.pte program and XNNPACK graphs, .tflite flatbuffer, Core ML MIL "
         "program) and prints the weight bytes by dtype, the share stored as int8, and the ops by "
-        "the dtype they compute in.",
+        "the dtype they compute in, and its planned activation memory (echoedge.convert.memory_plan).",
     )
     p.add_argument("artefact", nargs="?", type=Path, default=None,
                    help="an artefact folder (with manifest.json); omit for the config table")
@@ -36,7 +36,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _artefact_info(folder: Path) -> int:
-    from echoedge.convert.artefact import read_manifest
+    from echoedge.convert.artefact import read_manifest, read_memory
+    from echoedge.convert.memory_plan import plan_lines
     from echoedge.convert.weights import breakdown_table, weight_breakdown
 
     from echoedge.console import captured_output
@@ -48,7 +49,9 @@ def _artefact_info(folder: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with captured_output(log):
         b = weight_breakdown(folder / m.model_file, m.format)
+        memory = read_memory(folder / m.model_file, m.format)
     print(f"{folder}: {m.format} {m.precision} ({m.runtime}), {m.model_file} "
           f"{(m.model_bytes or 0) / 1e6:.2f} MB")
     print(breakdown_table(b.to_dict()))
+    print("\n".join(plan_lines(memory)))
     return 0

@@ -72,6 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise EchoEdgeError("--jobs must be >= 1")
     jobs = args.jobs or min(os.cpu_count() or 1, len(formats))
     opt = validate_options(args)
+    opt.realtime = True  # the report's "smallest real-time hop" table (echoedge.validate.realtime)
     if args.stress:
         opt.stress = stress_options(args.stress_shifts, args.stress_levels, args.stress_precisions)
     job = run_job(args.out, data=args.data, checkpoint=args.checkpoint, formats=formats,

@@ -35,6 +35,9 @@ def add_validate_options(p: argparse.ArgumentParser, videos_default: int | None,
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", type=Path, default=None, help="decoded-frame cache folder")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip measuring each artefact's working memory (a fresh process per artefact, "
+                   "seconds each; the planned figure is still read from the file)")
 
 
 def validate_options(args: argparse.Namespace):
@@ -46,7 +49,7 @@ def validate_options(args: argparse.Namespace):
                            threads=args.threads, latency_runs=args.runs, warmup=args.warmup,
                            bootstrap=args.bootstrap, seed=args.seed, worst_n=args.worst,
                            cache_dir=args.cache_dir, progress=show_progress(args.no_progress),
-                           require_tracings=args.require_tracings)
+                           require_tracings=args.require_tracings, memory=not args.no_memory)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

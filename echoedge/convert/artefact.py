@@ -154,8 +154,10 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
     """Run `build(tmp_dir)` and move the folder it filled to `out_dir` only if it returned.
 
     `build` writes the model file (and any side files) into `tmp_dir` and returns the manifest;
-    this function fills `model_sha256`, `model_bytes`, `created_at` and `details["weights"]` (the
-    weight bytes by dtype, echoedge.convert.weights) from the file itself and writes `manifest.json`. An existing `out_dir` is an error unless `overwrite`, and even then
+    this function fills `model_sha256`, `model_bytes`, `created_at`, `details["weights"]` (the
+    weight bytes by dtype, echoedge.convert.weights) and `details["memory"]` (the planned activation
+    memory, echoedge.convert.memory_plan) from the file itself and writes `manifest.json`. An
+    existing `out_dir` is an error unless `overwrite`, and even then
     only an artefact folder (one with a manifest) or an empty folder is replaced, so a typo in
     --out cannot wipe an unrelated directory.
     """
@@ -179,7 +181,8 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
         manifest.model_bytes = model_bytes(model)
         manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
         if manifest.format in FORMATS:
-            manifest.details = {**manifest.details, "weights": read_weights(model, manifest.format)}
+            manifest.details = {**manifest.details, "weights": read_weights(model, manifest.format),
+                                "memory": read_memory(model, manifest.format)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException:  # KeyboardInterrupt too: nothing half-built may survive
@@ -196,6 +199,17 @@ def read_weights(model: Path, fmt: str) -> dict[str, Any]:
         return weight_breakdown(model, fmt).to_dict()
     except EchoEdgeError as e:  # the artefact is still usable; the manifest says what could not be read
         # Named by file name: the build folder is a temporary sibling renamed after this.
+        return {"error": str(e).replace(str(model), model.name)}
+
+
+def read_memory(model: Path, fmt: str) -> dict[str, Any]:
+    """The file's planned activation memory (echoedge.convert.memory_plan) as a manifest entry;
+    never raises, like read_weights."""
+    from echoedge.convert.memory_plan import activation_plan
+
+    try:
+        return activation_plan(model, fmt).to_dict()
+    except EchoEdgeError as e:
         return {"error": str(e).replace(str(model), model.name)}
 
 

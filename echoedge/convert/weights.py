@@ -77,17 +77,22 @@ def weight_breakdown(path: str | Path, fmt: str) -> WeightBreakdown:
     path = Path(path)
     from echoedge.convert.weights_pte import read_pte
 
-    readers = {"executorch": read_pte, "tflite": _tflite, "coreml": _mlpackage}
+    return read_model_file(path, fmt, {"executorch": read_pte, "tflite": _tflite, "coreml": _mlpackage},
+                           "weights")
+
+
+def read_model_file(path: Path, fmt: str, readers: dict[str, Any], what: str, *args: Any) -> Any:
+    """Call the reader of `fmt` on `path`; every failure is one EchoEdgeError naming the file."""
     if fmt not in readers:
-        raise EchoEdgeError(f"{path}: no weight reader for format {fmt!r}")
+        raise EchoEdgeError(f"{path}: no {what} reader for format {fmt!r}")
     if not path.exists():
         raise EchoEdgeError(f"{path}: model file not found")
     try:
-        return readers[fmt](path)
+        return readers[fmt](path, *args)
     except EchoEdgeError:
         raise
     except Exception as e:  # a truncated or foreign file fails deep inside a flatbuffer reader
-        raise EchoEdgeError(f"{path}: cannot read its weights ({type(e).__name__}: {first_line(e)})") from None
+        raise EchoEdgeError(f"{path}: cannot read its {what} ({type(e).__name__}: {first_line(e)})") from None
 
 
 def breakdown_table(b: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ or two source pixels), which OpenCV's INTER_AREA upscale is not; probes deliver 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -69,8 +70,11 @@ def to_gray(frame: np.ndarray) -> np.ndarray:
     raise ShapeError(f"a frame must be (H, W) grey or (H, W, 3|4) colour, got shape {f.shape}")
 
 
+# Cached: the weights depend on the two sizes only, and building them in Python costs ~10 ms per
+# 112 -> 64 frame, which a live stream (echoedge.validate.stream) would pay on every frame.
+@functools.lru_cache(maxsize=16)
 def area_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) float64 matrix of the exact area average along one axis.
+    """(n_out, n_in) float64 matrix of the exact area average along one axis (read-only: cached).
 
     Output pixel o covers the source interval [lo, hi) with lo = o * n_in / n_out and
     hi = (o + 1) * n_in / n_out (pixel i spans [i, i + 1)); the weight of source pixel i is
@@ -87,6 +91,7 @@ def area_weights(n_in: int, n_out: int) -> np.ndarray:
         last = min(int(math.ceil(hi)), n_in)
         for i in range(first, last):
             w[o, i] = (min(hi, i + 1.0) - max(lo, float(i))) / (hi - lo)
+    w.flags.writeable = False
     return w
 
 

@@ -40,6 +40,23 @@ def read_video(path: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def video_fps(path: str | Path) -> float | None:
+    """The frame rate the file's container states, or None when it states none (0 or NaN)."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise DataError(f"{path}: OpenCV cannot open this video (corrupt or not an AVI/MJPG file)")
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+    finally:
+        cap.release()
+    return fps if np.isfinite(fps) and fps > 0 else None
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float) -> None:
     """Write grayscale uint8 frames (F, H, W) as an MJPG AVI with three identical channels.
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from echoedge.validate.report_md import columns, landmark_cell, load_note, status_rows, truth_lines
+from echoedge.validate.report_md import (columns, landmark_cell, load_note, memory_lines, status_rows,
+                                         truth_lines)
 
 STATUS_COLOURS = {"PASS": "#1a7f37", "FAIL_ACCURACY": "#cf222e", "FAIL_RUNTIME": "#cf222e",
                   "SKIPPED_PLATFORM": "#9a6700", "REFERENCE": "#57606a"}
@@ -200,6 +201,7 @@ def render_html(report: dict[str, Any]) -> str:
                  "brackets where it differs) leaves out a flip whose reference EF lies within "
                  "band_margin_ef of the artefact's band.</p>")
     parts += [f"<p class='meta' data-truth>{_e(t)}</p>" for t in truth_lines(report)]
+    parts += [f"<p class='meta' data-memory>{_e(t)}</p>" for t in memory_lines(report)]
 
     parts += ["<h2>Predicted vs true EF</h2>", f"<img alt='scatter' src='{scatter_figure(report)}'>"]
     ba = bland_altman_figure(report)
@@ -248,6 +250,10 @@ def render_html(report: dict[str, Any]) -> str:
             parts.append(f"<tr><td>{_e(e['name'])}</td><td>{_e(g['name'])}</td><td>{v} {_e(g['unit'])}</td>"
                          f"<td>{_e(g['op'])} {g['threshold']:g}</td><td>{res}</td></tr>")
     parts.append("</tbody></table>")
+    if report.get("realtime"):  # `run`: the smallest real-time hop per artefact
+        from echoedge.validate.realtime import html_section as realtime_html
+
+        parts.append(realtime_html(report))
     if report.get("stress") is not None:  # echo-edge stress, run --stress
         from echoedge.validate.report_stress import html_section
 

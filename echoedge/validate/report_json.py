@@ -8,7 +8,7 @@ never sees a report of the wrong shape. Bump SCHEMA_VERSION on any incompatible 
 Optional sections (`optional` in the schema) are checked when present and may be absent, so adding
 one is a compatible change: reports written before it stay readable. `stress` (the stress suite,
 echoedge.validate.stress) is one, with its own `schema_version` (STRESS_SCHEMA_VERSION), checked
-on read like the report's.
+on read like the report's; an artefact's `memory` (echoedge.validate.memory) is another.
 """
 
 from __future__ import annotations
@@ -60,6 +60,18 @@ _STRESS = {"type": "object", "required": {
             "vs_truth": {"type": "object", "required": {"mae": NUM}}}}}}}},
     "timings_s": ("object",)}}
 
+# An artefact's working memory (echoedge.validate.memory): optional, so older reports stay valid.
+_PLANNED = {"type": ("object", "null"), "required": {
+    "planned_bytes": ("integer",), "how": ("string",), "estimate": ("boolean",),
+    "graph_peak_bytes": ("integer",), "bytes_by_dtype": ("object",), "float_tensors": ("array",)}}
+_MEASURED = {"type": ("object", "null"), "required": {
+    "baseline_rss_bytes": ("integer",), "load_added_bytes": ("integer",), "calls_added_bytes": ("integer",),
+    "working_bytes": ("integer",), "peak_rss_bytes": ("integer",), "calls": ("integer",),
+    "threads": ("integer",)}}
+_MEMORY = {"type": "object", "required": {"planned": _PLANNED, "planned_note": STR_OR_NULL,
+                                          "measured": _MEASURED, "measured_note": STR_OR_NULL,
+                                          "method": ("string",)}}
+
 SCHEMA: dict[str, Any] = {"type": "object", "optional": {"stress": _STRESS}, "required": {
     "schema": ("string",),
     "schema_version": ("integer",),
@@ -79,7 +91,7 @@ SCHEMA: dict[str, Any] = {"type": "object", "optional": {"stress": _STRESS}, "re
         "checkpoint_sha256": ("string",), "vs_truth": _EF_VS_TRUTH, "latency": _LATENCY,
         "predictions": {"type": "array", "items": {"type": "object", "required": {
             "file_name": ("string",), "ef_true": NUM, "ef": NUM}}}}},
-    "artefacts": {"type": "array", "items": {"type": "object", "required": {
+    "artefacts": {"type": "array", "items": {"type": "object", "optional": {"memory": _MEMORY}, "required": {
         "name": ("string",), "folder": ("string",), "format": ("string",),
         "precision": ("string",), "runtime": STR_OR_NULL,
         "status": {"enum": ("PASS", "FAIL_ACCURACY", "FAIL_RUNTIME", "SKIPPED_PLATFORM")},

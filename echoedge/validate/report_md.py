@@ -66,6 +66,8 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
 
     Shared by the Markdown, the HTML and the CLI summary so the three never disagree.
     """
+    from echoedge.validate.memory import memory_cell
+
     ref = report["reference"]
     rl = ref.get("latency") or {}
     rows = [{
@@ -74,7 +76,7 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
         "mae": fmt(ref["vs_truth"]["mae"]), "mean_d": "0", "p95_d": "0", "max_d": "0",
         "band_ref": "100.0", "band_truth": fmt(100 * ref["vs_truth"]["band_agreement"], ".1f"),
         "latency": f"{rl['p50_ms']:.1f} / {rl['p90_ms']:.1f}" if rl else "–", "speedup": "1.00×",
-        "reason": "",
+        "memory": "–", "reason": "",
     }]
     for e in report["artefacts"]:
         vr, vt = e.get("vs_reference"), e.get("vs_truth")
@@ -92,6 +94,7 @@ def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             "band_truth": fmt(100 * vt["band_agreement"], ".1f") if vt else "–",
             "latency": latency_cell(e),
             "speedup": f"{e['speedup_vs_reference']:.2f}×" if e.get("speedup_vs_reference") else "–",
+            "memory": memory_cell(e.get("memory")),
             "reason": e.get("reason") or "",
         })
     if report.get("stress") is not None:
@@ -119,7 +122,7 @@ def band_cell(entry: dict[str, Any]) -> str:
 COLUMNS = (("artefact", "artefact"), ("status", "status"), ("runtime", "runtime"), ("size", "size"),
            ("int8_w", "int8 weights %"), ("mae", "EF MAE vs truth"), ("mean_d", "mean |ΔEF|"), ("p95_d", "p95 |ΔEF|"),
            ("max_d", "max |ΔEF|"), ("band_ref", "band agr. ref %"), ("band_truth", "band agr. truth %"),
-           ("latency", "p50 / p90 ms"), ("speedup", "speed-up"))
+           ("latency", "p50 / p90 ms"), ("speedup", "speed-up"), ("memory", "memory MB (planned / measured)"))
 WORST_SHIFT = ("worst_shift", "worst shift (mean |ΔEF|; reference: MAE)")
 
 
@@ -154,7 +157,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"Latency: batch 1, {host['threads']} threads, every accuracy call after the first "
                  f"{report['settings']['warmup']} (warm-up), at least {report['settings']['latency_runs']} "
                  "timed calls; speed-up vs the eager reference.")
-    lines += [""] + [f"- {t}" for t in truth_lines(report)]
+    lines += [""] + [f"- {t}" for t in truth_lines(report)] + [f"- {t}" for t in memory_lines(report)]
     notes = [e for e in report["artefacts"] if e.get("reason") or e.get("latency_note")]
     if notes or report.get("notes"):
         lines += ["", "**Notes**", ""]
@@ -175,6 +178,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{w['ef']:.2f} | {w['delta_ef']:+.3f} |")
     lines += ["", f"Host `{host['id']}`: {host['cpu_model']}, {host['logical_cores']} cores, "
               f"{host['threads']} threads{load_note(host)}; " + ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items()), ""]
+    if report.get("realtime"):  # `run`: the smallest real-time hop per artefact
+        from echoedge.validate.realtime import markdown_lines as realtime_lines
+
+        lines += realtime_lines(report)
     if report.get("stress") is not None:
         from echoedge.validate.report_stress import markdown_lines
 
@@ -294,7 +301,7 @@ def summary_table(report: dict[str, Any]) -> str:
     """A fixed-width table for the terminal (same rows as the Markdown)."""
     cols = (("artefact", "artefact"), ("status", "status"), ("mae", "MAE"), ("mean_d", "mean|ΔEF|"),
             ("p95_d", "p95|ΔEF|"), ("band_ref", "band%ref"), ("latency", "p50/p90 ms"),
-            ("speedup", "speed-up"), ("size", "size"), ("int8_w", "int8 w%"))
+            ("speedup", "speed-up"), ("size", "size"), ("int8_w", "int8 w%"), ("memory", "mem MB plan/meas"))
     cols += (("worst_shift", "worst shift"),) if report.get("stress") is not None else ()
     rows = status_rows(report)
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in cols]
@@ -305,6 +312,18 @@ def summary_table(report: dict[str, Any]) -> str:
         if r["reason"]:
             out.append(f"    {r['reason']}")
     return "\n".join(out)
+
+
+def memory_lines(report: dict[str, Any]) -> list[str]:
+    """How the memory column was measured (one line), when the report has memory figures."""
+    mems = [e["memory"] for e in report["artefacts"] if e.get("memory")]
+    if not mems:
+        return []
+    return ["Memory: planned = activation memory as the format states it (ExecuTorch: the method's "
+            "memory-planned buffers; TFLite: the interpreter's arena; Core ML, marked ~: an estimate, the "
+            f"liveness peak of the MIL program's tensors); measured = {mems[0]['method']}."] + [
+        f"Memory of {e['name']}: {e['memory'][k]}" for e in report["artefacts"] if e.get("memory")
+        for k in ("planned_note", "measured_note") if e["memory"].get(k)]
 
 
 def load_note(host: dict[str, Any]) -> str:

@@ -58,6 +58,8 @@ class ValidateOptions:
     progress: bool = True
     require_tracings: bool = False  # EchoNet-Dynamic's rule: untraced videos are dropped
     stress: Any = None  # a validate.stress.StressOptions: also run the stress suite (report key `stress`)
+    memory: bool = True  # measure working memory in a fresh process per artefact (validate.memory)
+    realtime: bool = False  # `run`: the smallest real-time hop per artefact (report key `realtime`)
 
 
 @dataclass
@@ -95,6 +97,7 @@ def validate(
     from echoedge.model.baseline import resolve_baseline
     from echoedge.model.checkpoint import load_checkpoint
     from echoedge.validate.latency import TimedRunner, host_fingerprint
+    from echoedge.validate.memory import memory_entry
     from echoedge.validate.runner import EagerRunner
 
     opt = options or ValidateOptions()
@@ -153,9 +156,11 @@ def validate(
         t0 = time.perf_counter()
         entry = _validate_one(folder, records, frames, ck.spec, ref_preds, ref_latency, latency_clip,
                               baseline, opt, log, chatter)
+        entry["memory"] = memory_entry(folder, entry, opt.threads, opt.memory, chatter)
         timings[entry["name"]] = time.perf_counter() - t0
         entries.append(entry)
-    entries.sort(key=lambda e: (_format_rank(e["format"]), _precision_rank(e["precision"]), e["name"]))
+    entries.sort(key=lambda e: (_rank(e["format"], ("executorch", "tflite", "coreml")),
+                                _rank(e["precision"], ("fp32", "fp16", "w8", "int8", "w8a8", "int8-full")), e["name"]))
     stress = None
     if opt.stress is not None:  # the same records, frames and runners on shifted frames
         from echoedge.validate.stress import run_stress
@@ -163,6 +168,10 @@ def validate(
         t0 = time.perf_counter()
         stress = run_stress(entries, ck.model, records, frames, ck.spec, opt, opt.stress, log, chatter)
         timings["stress"] = time.perf_counter() - t0
+    realtime = None
+    if opt.realtime:  # echoedge.validate.realtime; measures only the thread count not yet timed
+        from echoedge.validate.realtime import realtime_section
+        realtime = realtime_section(entries, reference, ck, records, frames, opt, latency_clip, chatter, log)
 
     report = {
         "schema": SCHEMA_ID,
@@ -184,6 +193,7 @@ def validate(
         "notes": list(notes),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         **({"stress": stress} if stress is not None else {}),
+        **({"realtime": realtime} if realtime is not None else {}),
     }
     apply_gates(report, gate_cfg, strict=strict)
     t0 = time.perf_counter()
@@ -428,14 +438,8 @@ def _landmark_delta_px(test: list, ref: list, spec: Any) -> float | None:
     return float(np.mean(d)) if d else None
 
 
-def _format_rank(f: str) -> int:
-    order = ("executorch", "tflite", "coreml")
-    return order.index(f) if f in order else len(order)
-
-
-def _precision_rank(p: str) -> int:
-    order = ("fp32", "fp16", "w8", "int8", "w8a8", "int8-full")
-    return order.index(p) if p in order else len(order)
+def _rank(value: str, order: tuple[str, ...]) -> int:
+    return order.index(value) if value in order else len(order)
 
 
 def _version() -> str:

@@ -232,6 +232,21 @@ def test_no_artefact_holds_a_flex_op_and_manifests_are_complete(artefacts):
         assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.tflite"]
 
 
+def test_manifests_carry_the_arena_and_int8_names_its_float_tensors(artefacts):
+    from echoedge.validate.memory import measure
+
+    for p in ("fp32", "int8"):
+        mem = read_manifest(artefacts[p]).details["memory"]
+        assert mem["planned_bytes"] > 0 and mem["graph_peak_bytes"] > 0 and not mem["estimate"], mem
+        assert "arena" in mem["how"]
+    int8 = read_manifest(artefacts["int8"]).details["memory"]
+    assert int8["bytes_by_dtype"].get("int8", 0) > 0  # the scoped convs' activations
+    assert int8["float_tensors"] and all(t["bytes"] > 0 and t["dtype"] == "float32" for t in int8["float_tensors"])
+    measured, why = measure(artefacts["fp32"])  # a fresh process, as a user meets it
+    assert why is None and measured["working_bytes"] > 0 and measured["peak_rss_bytes"] > 0
+    assert read_manifest(artefacts["fp32"]).details["memory"]["planned_bytes"] <= measured["working_bytes"]
+
+
 def test_runner_interpreters_threads_layout_and_shape_checks(artefacts):
     x = _clips(3, seed=11)
     with TFLiteRunner(artefacts["fp32"], threads=1, interpreter="litert") as a, \
