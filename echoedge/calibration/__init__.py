@@ -16,6 +16,7 @@ from echoedge.calibration.calibset import (
     build_calibration_set,
     calibrate,
     describe,
+    is_calibration_folder,
     load_calibration_set,
     manifest_id,
     parse_calibration_arg,
@@ -28,6 +29,6 @@ from echoedge.calibration.strategies import EF_BAND_EDGES, EF_BANDS, STRATEGIES,
 __all__ = [
     "CALIBRATION_SPLITS", "CLIPS_FILE", "DEFAULT_SIZE", "EF_BANDS", "EF_BAND_EDGES",
     "MANIFEST_FILE", "MIN_SIZE", "MIN_VIDEOS", "STRATEGIES", "CalibrationSet", "CalibrationSource",
-    "build_calibration_set", "calibrate", "calibration_source", "describe", "ef_band", "load_calibration_set",
+    "build_calibration_set", "calibrate", "calibration_source", "describe", "ef_band", "is_calibration_folder", "load_calibration_set",
     "manifest_id", "parse_calibration_arg", "save_calibration_set", "spec_from_checkpoint",
 ]

@@ -261,6 +261,16 @@ def load_calibration_set(path: Path) -> CalibrationSet:
     return CalibrationSet(clips, manifest)
 
 
+def is_calibration_folder(path: Path) -> bool:
+    """Whether `path` holds a calibration manifest (an artefact folder's manifest.json is not one);
+    a damaged calibration manifest still counts, so that loading it names the damage."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return (Path(path) / MANIFEST_FILE).is_file() and (Path(path) / CLIPS_FILE).is_file()
+    return isinstance(manifest, dict) and manifest.get("schema") == SCHEMA
+
+
 def _read_manifest(mpath: Path) -> dict[str, Any]:
     if not mpath.is_file():
         raise EchoEdgeError(f"{mpath}: calibration manifest not found")

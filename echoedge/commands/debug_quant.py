@@ -83,8 +83,13 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
         threads=args.threads, latency_runs=args.runs, seed=args.seed, cache_dir=args.cache_dir,
         progress=show_progress(args.no_progress), require_tracings=args.require_tracings,
         shift=args.shift, shift_level=args.shift_level)
-    res = debug_quant(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint),
-                      args.out, opt, report=args.report)
+    from echoedge.console import stderr_to
+
+    data, checkpoint = resolve_data(args.data), resolve_checkpoint(args.checkpoint)
+    chatter = args.out / "logs" / "debug-quant.log"
+    print(f"toolchain messages -> {chatter}")
+    with stderr_to(chatter):  # torchao, ExecuTorch's cpuinfo/threadpool, TensorFlow: off the console
+        res = debug_quant(args.artefacts, data, checkpoint, args.out, opt, report=args.report)
     for b in res.data.get("budget") or []:
         if not b["met"]:
             print(f"budget {b['budget']:g} not met for {b['format']} {b['precision']}: {b['reason']}")

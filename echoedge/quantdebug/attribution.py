@@ -121,7 +121,7 @@ def find_calibration(folder: str | Path, calibration_id: str | None,
     Looks in `search` (calibration folders or folders holding one), then in the artefact's sibling
     `calibration/` folder; the set's id must equal the manifest's `calibration_id`.
     """
-    from echoedge.calibration import MANIFEST_FILE, load_calibration_set
+    from echoedge.calibration import is_calibration_folder, load_calibration_set
 
     if calibration_id is None:
         return None
@@ -131,7 +131,8 @@ def find_calibration(folder: str | Path, calibration_id: str | None,
         candidates += [s, s / CALIBRATION_DIR]
     seen = []
     for c in candidates:
-        if not (c / MANIFEST_FILE).is_file() or c.resolve() in seen:
+        # An artefact folder named on the command line has a manifest.json too: not a set.
+        if not is_calibration_folder(c) or c.resolve() in seen:
             continue
         seen.append(c.resolve())
         cs = load_calibration_set(c)

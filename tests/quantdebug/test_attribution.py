@@ -115,6 +115,9 @@ def test_missing_or_wrong_calibration_fails_clearly(setup, tmp_path):
     model, calib, ctx, fp32, int8 = setup
     with pytest.raises(EchoEdgeError, match="names calibration set abc.*not among"):
         find_calibration(tmp_path / "executorch-int8", "abc", [tmp_path])
+    # The artefact folder itself given as where to look (`debug-quant ARTEFACT_DIR`): its
+    # manifest.json is the artefact's, skipped; the sibling calibration/ is found.
+    assert find_calibration(int8, calib.id, [int8]).id == calib.id
     other = type(calib)(calib.clips, {**calib.manifest, "seed": 99})
     with pytest.raises(EchoEdgeError, match="given"):
         attribute(int8, ctx, calibration=other)

@@ -66,6 +66,7 @@ def test_all_parts_write_json_md_and_plots(first_run):
     rc, dq, out = first_run
     assert dq["schema"] == "echo-edge/debug-quant" and dq["schema_version"] == 1
     assert dq["parts"] == ["attribution", "sensitivity", "budget", "calibration"]
+    assert (out / "logs" / "debug-quant.log").is_file()  # toolchain chatter went there (console.stderr_to)
     att = dq["attribution"][0]
     assert att["artefact"] == "executorch-int8"
     # Attribution terms come from the same videos: the signed terms add up video by video.
