@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "everywhere, int8 for ExecuTorch/TFLite, w8 (int8 weights) for Core ML; add w8a8 "
                    "for Core ML int8 activations, ranges from the MIL interpreter; ~1 EF point of drift "
                    "on the shipped checkpoint)")
+    # Literal (= echoedge.convert.int8_recipe.RECIPES) so that --help imports nothing heavy.
+    p.add_argument("--int8-recipe", default=None, choices=("conv-stages", "whole"),
+                   help="what ExecuTorch's and TFLite's int8 artefacts quantize: conv-stages (the "
+                   "default: the CNN stages int8, the rest float; 6.3-6.6 MB) or whole (every conv "
+                   "and linear weight int8: about a quarter of fp32's size, more EF drift; "
+                   "bench/bench_int8.py measures both)")
     p.add_argument("--calibration", default="ef-stratified:32",
                    help="STRATEGY[:N] drawn from TRAIN (see --calibration-data) for the int8 "
                    "artefacts (default %(default)s: as accurate as 64 on the shipped checkpoint, and "
@@ -79,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   precisions=precisions, calibration=args.calibration,
                   calibration_set=args.calibration_set, options=opt,
                   gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed,
-                  jobs=jobs, calibration_data=args.calibration_data)
+                  jobs=jobs, calibration_data=args.calibration_data, int8_recipe=args.int8_recipe)
     report = job.validation.report
     print()
     print(summary_table(report))

@@ -32,3 +32,12 @@ def int8_scope(model: Any) -> tuple[str, ...] | None:
     from echoedge.model.network import EchoE3Net
 
     return ("encoder.cnn",) if isinstance(model, EchoE3Net) else None
+
+
+def recipe_of(details: dict[str, Any]) -> str | None:
+    """The int8 recipe an artefact was built with, from its manifest's details (None: not int8,
+    or a manifest written before converters recorded it)."""
+    recipe = (details.get("quantization") or {}).get("recipe")
+    if isinstance(recipe, dict):
+        return recipe.get("name")
+    return recipe if isinstance(recipe, str) else None

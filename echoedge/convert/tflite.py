@@ -321,7 +321,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "ops_left_in_float": summary["ops_left_in_float"],
             "flex_ops": summary["flex_ops"],
             "op_histogram": summary["histogram"],
-            "quantization": _quant_details(precision, calib, conv.scope, scope_check),
+            "quantization": _quant_details(precision, calib, conv.scope, scope_check, recipe),
             "onnx": fe.onnx.to_dict(),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "interpreter": "litert", "cases": int(len(golden)),
@@ -332,7 +332,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
 
 
 def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8ScopePlan | None = None,
-                   scope_check: dict[str, Any] | None = None) -> dict[str, Any]:
+                   scope_check: dict[str, Any] | None = None, recipe: str = DEFAULT_RECIPE
+                   ) -> dict[str, Any]:
     if precision == "fp32":
         return {"scheme": None}
     if precision == "fp16":
@@ -341,7 +342,7 @@ def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8Scop
         out = {"scheme": "static int8 (per-channel weights, per-tensor activations), selective: "
                          "denylisted ops stay float", "denylisted_ops": list(FLOAT_OPS_IN_INT8),
                "io": "float32 (QUANTIZE/DEQUANTIZE inside the file)", "calibration": calib,
-               "int8_modules": list(scope.modules) if scope else "all",
+               "recipe": {"name": recipe}, "int8_modules": list(scope.modules) if scope else "all",
                "float": "denylisted ops" + ("" if scope is None else " and every op outside int8_modules")}
         if scope is not None and scope.kept_float:  # mixed precision (echo-edge debug-quant)
             out["kept_float"] = list(scope.kept_float)

@@ -94,10 +94,18 @@ def run_job(
     jobs: int = 1,
     log: Callable[[str], None] = print,
     calibration_data: Path | None = None,
+    int8_recipe: str | None = None,
 ) -> JobResult:
     """Run the main job into `out`; `jobs` > 1 converts that many formats at once, each in its own
-    process (conversion is mostly single-threaded Python: graph passes, onnx2tf, MIL passes)."""
+    process (conversion is mostly single-threaded Python: graph passes, onnx2tf, MIL passes).
+    `int8_recipe` (echoedge.convert.int8_recipe.RECIPES; None: the default) is what ExecuTorch's
+    and TFLite's int8 artefacts quantize."""
     from echoedge.convert.export import CALIBRATED, CONVERTERS
+    from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
+
+    int8_recipe = int8_recipe or DEFAULT_RECIPE
+    if int8_recipe not in RECIPES:
+        raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
 
     opt = options or ValidateOptions()
     out = Path(out)
@@ -154,12 +162,12 @@ def run_job(
         todo = [p for f, p in pairs if f == fmt]
         if reuse:
             keep = [p for p in todo if _reusable(art_dir / f"{fmt}-{p}", ck.sha256,
-                                                   calib_id if p in CALIBRATED else None)]
+                                                   calib_id if p in CALIBRATED else None, int8_recipe)]
             reused += [f"{fmt}-{p}" for p in keep]
             todo = [p for p in todo if p not in keep]
         if todo:
             tasks.append(ExportTask(fmt, todo, Path(checkpoint), Path(data), art_dir, calibration,
-                                    calib_path, seed, opt.cache_dir, opt.progress))
+                                    calib_path, seed, opt.cache_dir, opt.progress, int8_recipe))
     t0 = time.perf_counter()
     for done in _run_exports(tasks, jobs, log):
         built += done.built
@@ -196,6 +204,7 @@ class ExportTask:
     seed: int
     cache_dir: Path | None
     progress: bool
+    int8_recipe: str | None = None  # None: the converters' default
 
 
 @dataclass
@@ -229,7 +238,8 @@ def export_format(task: ExportTask, log: Callable[[str], None] = print) -> Expor
     try:
         res = export(task.checkpoint, task.data, art_dir, [fmt], todo, calibration=task.calibration,
                      calibration_set=task.calibration_set, seed=task.seed, overwrite=True,
-                     cache_dir=task.cache_dir, progress=task.progress, log=export_log)
+                     cache_dir=task.cache_dir, progress=task.progress, log=export_log,
+                     **({"int8_recipe": task.int8_recipe} if task.int8_recipe else {}))
         built = [p.name for p in res.artefacts]
     except KeyboardInterrupt:
         raise
@@ -358,15 +368,23 @@ def _calibration_id(path: Path | None) -> str | None:
         return None
 
 
-def _reusable(folder: Path, checkpoint_sha: str, calib_id: str | None) -> bool:
-    """An artefact from an earlier run is reused only if it is intact and built from the same inputs."""
+def _reusable(folder: Path, checkpoint_sha: str, calib_id: str | None,
+              int8_recipe: str | None = None) -> bool:
+    """An artefact from an earlier run is reused only if it is intact and built from the same
+    inputs: checkpoint, calibration set and, for a recipe-built int8 file, the same recipe."""
     from echoedge.convert.artefact import verify_artefact
+    from echoedge.convert.int8_recipe import DEFAULT_RECIPE, recipe_of
 
     try:
         m = verify_artefact(folder)
     except EchoEdgeError:
         return False
-    return m.source_checkpoint_sha256 == checkpoint_sha and m.calibration_id == calib_id
+    if m.source_checkpoint_sha256 != checkpoint_sha or m.calibration_id != calib_id:
+        return False
+    if m.precision == "int8" and m.format in ("executorch", "tflite"):
+        # A manifest that predates the recipe record was built with the only recipe there was.
+        return (recipe_of(m.details) or DEFAULT_RECIPE) == (int8_recipe or DEFAULT_RECIPE)
+    return True
 
 
 def _drop_stale(folder: Path) -> None:

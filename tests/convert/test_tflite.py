@@ -163,6 +163,23 @@ def test_whole_recipe_stores_every_conv_and_linear_weight_int8(artefacts, deploy
     _assert_int8_close(artefacts["int8-whole"], deploy)
 
 
+def test_run_reuses_an_int8_file_only_when_it_was_built_with_the_asked_recipe(artefacts, calib):
+    """The manifest records the recipe; `run --reuse --int8-recipe X` must not keep a file of
+    the other recipe (same checkpoint and calibration set, different file)."""
+    from echoedge.convert.int8_recipe import recipe_of
+    from echoedge.validate.pipeline import _reusable
+
+    whole, scoped = read_manifest(artefacts["int8-whole"]), read_manifest(artefacts["int8"])
+    assert recipe_of(whole.details) == "whole" and recipe_of(scoped.details) == "conv-stages"
+    assert recipe_of(read_manifest(artefacts["fp32"]).details) is None
+    sha, cid = "a" * 64, whole.calibration_id
+    assert _reusable(artefacts["int8-whole"], sha, cid, "whole")
+    assert not _reusable(artefacts["int8-whole"], sha, cid, "conv-stages")
+    assert _reusable(artefacts["int8"], sha, cid, "conv-stages") and _reusable(artefacts["int8"], sha, cid)
+    assert not _reusable(artefacts["int8"], sha, cid, "whole")
+    assert _reusable(artefacts["fp32"], sha, None, "whole")  # the recipe is int8's only
+
+
 def test_scoped_check_rejects_float_in_scope_convs_and_unknown_scopes(artefacts, deploy):
     """The fp32 file has the same node names as the int8 one: with the int8 file's scope its
     in-scope convs are float, which the scoped check refuses."""
