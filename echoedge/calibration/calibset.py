@@ -278,6 +278,8 @@ def _read_manifest(mpath: Path) -> dict[str, Any]:
         manifest = json.loads(mpath.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EchoEdgeError(f"{mpath}: not a readable calibration manifest ({e})") from None
+    except RecursionError:  # thousands of nested brackets
+        raise EchoEdgeError(f"{mpath}: not a readable calibration manifest (nested too deeply)") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise EchoEdgeError(f"{mpath}: not an echo-edge calibration manifest")
     if manifest.get("schema_version") != SCHEMA_VERSION:
@@ -291,9 +293,29 @@ def _read_manifest(mpath: Path) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise EchoEdgeError(f"{mpath}: calibration manifest is not canonical JSON ({e})") from None
     if manifest["id"] != expected:
-        raise EchoEdgeError(f"{mpath}: manifest id {manifest['id']} does not match its content "
+        raise EchoEdgeError(f"{mpath}: manifest id {manifest['id']!r} does not match its content "
                             f"({expected}); the manifest was edited or is corrupt")
+    _check_shape(mpath, manifest)
     return manifest
+
+
+def _check_shape(mpath: Path, manifest: dict[str, Any]) -> None:
+    """The fields the loader and its callers index: a manifest whose id was recomputed after an
+    edit passes the id check, and must still fail with a line, not a TypeError later."""
+    shape, entries = manifest["shape"], manifest["clips"]
+    if not (isinstance(shape, list) and len(shape) == 5
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise EchoEdgeError(f"{mpath}: calibration manifest 'shape' is {shape!r}; expected "
+                            "[N, C, T, H, W] of integers")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise EchoEdgeError(f"{mpath}: calibration manifest 'clips' must be a list of objects")
+    spec = manifest["clip_spec"]
+    try:
+        if not isinstance(spec, dict):
+            raise TypeError("not an object")
+        ClipSpec.from_dict(spec)
+    except (EchoEdgeError, TypeError, ValueError) as e:
+        raise EchoEdgeError(f"{mpath}: calibration manifest 'clip_spec' is unusable ({e})") from None
 
 
 def _read_clips(cpath: Path, manifest: dict[str, Any]) -> np.ndarray:

@@ -12,6 +12,7 @@ the build returned, so an exception or Ctrl-C never leaves a half-written artefa
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -87,7 +88,9 @@ class ArtefactManifest:
         if missing:
             raise EchoEdgeError(f"{where}: manifest lacks {', '.join(missing)}")
         version = d.get("schema_version", SCHEMA_VERSION)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise EchoEdgeError(f"{where}: manifest schema version {version!r} is not a version number")
+        if version > SCHEMA_VERSION:
             raise EchoEdgeError(f"{where}: manifest schema version {version!r} is newer than this "
                                 f"echo-edge understands ({SCHEMA_VERSION}); upgrade echo-edge")
         known = {f.name for f in fields(cls)}
@@ -106,7 +109,7 @@ class ArtefactManifest:
         for name in ("format", "precision", "runtime", "model_file"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise EchoEdgeError(f"{where}: '{name}' must be a non-empty string")
-        if Path(self.model_file).name != self.model_file:
+        if Path(self.model_file).name != self.model_file or self.model_file in (".", ".."):
             # The file must live inside the folder, so an artefact stays relocatable.
             raise EchoEdgeError(f"{where}: model_file must be a bare file name, got {self.model_file!r}")
         if not isinstance(self.clip_spec, dict):
@@ -116,6 +119,18 @@ class ArtefactManifest:
         for t in [*self.inputs, *self.outputs]:
             if not isinstance(t.shape, list) or not all(isinstance(s, int) for s in t.shape):
                 raise EchoEdgeError(f"{where}: tensor '{t.name}' has a malformed shape {t.shape!r}")
+            # A NaN or zero scale would turn every dequantized output into NaN or 0: a silently
+            # wrong EF, so refuse it here rather than in the app.
+            if t.scale is not None and not (_is_number(t.scale) and math.isfinite(t.scale)
+                                            and t.scale > 0):
+                raise EchoEdgeError(f"{where}: tensor '{t.name}' has scale {t.scale!r}; "
+                                    "expected a finite number > 0")
+            if t.zero_point is not None and (not isinstance(t.zero_point, int)
+                                             or isinstance(t.zero_point, bool)):
+                raise EchoEdgeError(f"{where}: tensor '{t.name}' has zero_point {t.zero_point!r}; "
+                                    "expected an integer")
+        if not isinstance(self.model_sha256, str):
+            raise EchoEdgeError(f"{where}: 'model_sha256' must be a string")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -248,6 +263,10 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def read_manifest(folder: str | Path) -> ArtefactManifest:
     """The manifest of an artefact folder; EchoEdgeError naming the file if missing or corrupt."""
     folder = Path(folder)
@@ -260,6 +279,8 @@ def read_manifest(folder: str | Path) -> ArtefactManifest:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EchoEdgeError(f"{path}: unreadable manifest ({e})") from None
+    except RecursionError:  # thousands of nested brackets: not a manifest
+        raise EchoEdgeError(f"{path}: unreadable manifest (nested too deeply)") from None
     try:
         return ArtefactManifest.from_dict(data, where=str(path))
     except TypeError as e:  # a field of the wrong kind reaching the dataclass
@@ -297,7 +318,11 @@ def verify_artefact(folder: str | Path) -> ArtefactManifest:
     model = folder / m.model_file
     if not model.exists():
         raise EchoEdgeError(f"{model}: model file named in the manifest is missing")
-    if m.model_sha256 and model_sha256(model) != m.model_sha256:
+    if not m.model_sha256:
+        # write_artefact always records it: without it nothing proves the file is the one built.
+        raise EchoEdgeError(f"{folder / MANIFEST_NAME}: manifest has no model_sha256; cannot verify "
+                            f"{m.model_file}")
+    if model_sha256(model) != m.model_sha256:
         raise EchoEdgeError(f"{model}: sha256 does not match the manifest (file changed or corrupt)")
     return m
 

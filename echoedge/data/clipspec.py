@@ -6,6 +6,8 @@ It travels inside every checkpoint, artefact manifest and bridge bundle, and eve
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -32,12 +34,17 @@ class ClipSpec:
 
     def __post_init__(self) -> None:
         for name in ("frames", "period", "height", "width", "channels"):
-            if int(getattr(self, name)) < 1:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # 2.5 frames is no shape
+                raise EchoEdgeError(f"ClipSpec.{name} must be an integer, got {v!r}")
+            if int(v) < 1:
                 raise EchoEdgeError(f"ClipSpec.{name} must be >= 1, got {getattr(self, name)}")
         if self.channels not in (1, 3):
             raise EchoEdgeError(f"ClipSpec.channels must be 1 or 3, got {self.channels}")
-        if not self.std > 0:
-            raise EchoEdgeError(f"ClipSpec.std must be > 0, got {self.std}")
+        if not self.std > 0 or not math.isfinite(self.std):
+            raise EchoEdgeError(f"ClipSpec.std must be a finite number > 0, got {self.std}")
+        if not math.isfinite(self.mean):  # NaN would normalise every pixel to NaN
+            raise EchoEdgeError(f"ClipSpec.mean must be finite, got {self.mean}")
 
     @property
     def span(self) -> int:

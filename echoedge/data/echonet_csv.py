@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
+from echoedge.errors import one_line
+
 FILELIST = "FileList.csv"
 TRACINGS = "VolumeTracings.csv"
 # FrameHeight/FrameWidth are not required: some rows carry stale values and the video decides.
@@ -38,6 +40,9 @@ class Issue:
     message: str
     kind: str
     video: str | None = None
+
+    def __post_init__(self) -> None:
+        self.message = one_line(self.message)  # a quoted cell may hold a line break
 
 
 @dataclass
@@ -173,6 +178,10 @@ def parse_filelist(path: Path, issues: list[Issue], listed: set[str]) -> list[Fi
             issues.append(Issue(FILELIST, line, f"{name}: FPS and NumberOfFrames must be positive",
                                 "error", name))
             continue
+        bad = _label_out_of_range(row)
+        if bad:
+            issues.append(Issue(FILELIST, line, f"{name}: {bad}", "error", name))
+            continue
         row.listed_height = _optional_int(cells.get("FrameHeight", ""))
         row.listed_width = _optional_int(cells.get("FrameWidth", ""))
         _note_labels(row, issues)
@@ -190,6 +199,18 @@ def _note_volumes(rows: list[FileRow], issues: list[Issue]) -> None:
         more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
         issues.append(Issue(FILELIST, None, f"{len(empty)} of {len(rows)} videos have an empty "
                             f"ESV or EDV, their volume targets masked: {first}{more}", "warning"))
+
+
+def _label_out_of_range(row: FileRow) -> str | None:
+    """Why a label cannot be a heart's, or None. An EF of 150 or -5 is a typo or a unit mix-up
+    (a fraction, a percentage of something else); training or scoring on it would be silently
+    wrong, so the row is refused rather than clipped."""
+    if not math.isnan(row.ef) and not 0.0 <= row.ef <= 100.0:
+        return f"EF {row.ef:g} is outside 0-100 (EF is a percentage)"
+    for column, v in (("ESV", row.esv), ("EDV", row.edv)):
+        if not math.isnan(v) and v < 0:
+            return f"{column} {v:g} is negative (volumes are in mL)"
+    return None
 
 
 def _optional_int(cell: str) -> int | None:

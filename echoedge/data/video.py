@@ -26,17 +26,32 @@ def read_video(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: OpenCV cannot open this video (corrupt or not an AVI/MJPG file)")
     frames = []
     try:
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         while True:
-            ok, frame = cap.read()
+            try:
+                ok, frame = cap.read()
+            except cv2.error as e:  # seen on damaged headers; not a bug of ours
+                raise DataError(f"{path}: frame {len(frames)} is undecodable "
+                                f"({str(e).strip().splitlines()[-1][:120]})") from None
             if not ok:
                 break
             if frame.ndim == 3:
                 frame = frame.mean(axis=2).round().astype(np.uint8)
+            if frames and frame.shape != frames[0].shape:
+                # A damaged JPEG header can change one frame's size; stacking would fail or,
+                # resized, hide the damage.
+                raise DataError(f"{path}: frame {len(frames)} is {frame.shape[0]}x{frame.shape[1]}, "
+                                f"frame 0 is {frames[0].shape[0]}x{frames[0].shape[1]} (corrupt video)")
             frames.append(frame)
     finally:
         cap.release()
     if not frames:
         raise DataError(f"{path}: no decodable frames (corrupt or empty video)")
+    if 0 < len(frames) < declared:
+        # OpenCV stops at the first frame it cannot decode; returning the frames before it would
+        # hand a truncated clip (and a shorter cycle) on as if it were the whole video.
+        raise DataError(f"{path}: decoded {len(frames)} of the {declared} frames its header declares "
+                        f"(truncated or corrupt from frame {len(frames)})")
     return np.stack(frames)
 
 

@@ -14,6 +14,7 @@ on read like the report's; an artefact's `memory` (echoedge.validate.memory) is 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,10 @@ def _is(value: Any, kind: str) -> bool:
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
-        # NaN/inf are written as null (JSON has neither), so a number here is finite.
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        # NaN/inf are written as null (strict JSON has neither), so a number must be finite;
+        # Python's json still reads a hand-edited NaN, Infinity or 1e999, and a gate comparing
+        # NaN <= threshold would quietly say False.
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return isinstance(value, _PY_TYPES[kind])
 
 
@@ -214,6 +217,8 @@ def read_versioned_json(path: str | Path, file_name: str, schema: str, version: 
         raise EchoEdgeError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EchoEdgeError(f"{path}: unreadable {what} ({e})") from None
+    except RecursionError:  # thousands of nested brackets
+        raise EchoEdgeError(f"{path}: unreadable {what} (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("schema") != schema:
         raise EchoEdgeError(f"{path}: not an echo-edge {what}")
     if data.get("schema_version") != version:
