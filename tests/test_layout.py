@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "echoedge"
 STAGES: dict[str, int] = {
     "errors": 0,
     "console": 0,
+    "outlock": 0,  # one writer per output folder (echoedge/outlock.py), below every stage
     "data": 1,
     "model": 2,
     "calibration": 3,

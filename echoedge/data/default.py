@@ -35,9 +35,16 @@ def default_dataset_root(videos: int = DEFAULT_VIDEOS, seed: int = DEFAULT_SEED,
 def default_dataset(videos: int = DEFAULT_VIDEOS, seed: int = DEFAULT_SEED, progress: bool = True,
                     acquisition: str = DEFAULT_ACQUISITION) -> Path:
     """Path of the cached synthetic dataset, generating it first if it is not there."""
-    from echoedge.data.synthetic import generate_dataset
+    from echoedge.data.synthetic import OutputTaken, generate_dataset
 
     root = default_dataset_root(videos, seed, acquisition)
     if not (root / "FileList.csv").is_file():
-        generate_dataset(root, videos=videos, seed=seed, progress=progress, acquisition=acquisition)
+        try:
+            generate_dataset(root, videos=videos, seed=seed, progress=progress, acquisition=acquisition)
+        except OutputTaken:
+            # Another process generated the same set at the same time and renamed it into place
+            # first (generate_dataset renames a finished temporary folder, so what is there is
+            # whole, and the name fixes its content): use it.
+            if not (root / "FileList.csv").is_file():
+                raise
     return root

@@ -209,7 +209,29 @@ def _check_args(out: Path, videos: int, seed: int, workers: int | None, acquisit
         if not out.is_dir():
             raise EchoEdgeError(f"{out}: exists and is not a folder")
         if any(out.iterdir()):
-            raise EchoEdgeError(f"{out}: folder exists and is not empty; choose a new or empty folder")
+            raise OutputTaken(f"{out}: folder exists and is not empty; choose a new or empty folder")
+
+
+class OutputTaken(EchoEdgeError):
+    """The output folder is not empty (or another process filled it while this one generated)."""
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished set onto `out`. Two processes may generate the same folder at once
+    (two commands filling the default dataset's cache): the first rename wins whole, and the
+    second finds the folder taken and says so (OutputTaken), never mixing the two."""
+    if out.exists():
+        try:
+            out.rmdir()  # was empty when checked
+        except OSError:
+            pass  # filled meanwhile by another process: the rename below fails and says so
+    try:
+        os.rename(tmp, out)  # atomic; refuses a non-empty target folder (ENOTEMPTY / EEXIST)
+    except OSError as e:
+        if out.is_dir() and any(out.iterdir()):
+            raise OutputTaken(f"{out}: another process filled this folder while this one generated; "
+                              "the set there is whole (it was renamed into place)") from None
+        raise EchoEdgeError(f"{out}: cannot move the generated set into place ({e.strerror or e})") from None
 
 
 def _write_csvs(root: Path, records: list[VideoRecord]) -> None:
@@ -307,9 +329,7 @@ def generate_dataset(
         if len(set(names)) != len(names):  # 64-bit names: practically never
             raise EchoEdgeError(f"seed {seed}: two videos drew the same name; use another seed")
         _write_csvs(tmp, records)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

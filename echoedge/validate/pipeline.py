@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echoedge.errors import EchoEdgeError, first_line
+from echoedge.outlock import folder_lock
 from echoedge.validate.gates import FAIL_RUNTIME
 from echoedge.validate.validate import ValidateOptions, ValidationResult, failed_entry, validate
 
@@ -127,67 +128,69 @@ def run_job(
         raise EchoEdgeError(f"nothing to build: formats {', '.join(formats)} with precisions "
                             f"{', '.join(precisions)} ({'; '.join(f'{k}: {v}' for k, v in unavailable.items()) or 'no format offers them'})")
 
-    t0 = time.perf_counter()
-    if data is None:
-        from echoedge.data.default import default_dataset
+    # One writer per OUT: a second run into it refuses with who holds it (echoedge.outlock).
+    with folder_lock(out, "echo-edge run"):
+        t0 = time.perf_counter()
+        if data is None:
+            from echoedge.data.default import default_dataset
 
-        data = default_dataset(progress=opt.progress)
-    log(f"data: {data}")
-    timings["data"] = time.perf_counter() - t0
+            data = default_dataset(progress=opt.progress)
+        log(f"data: {data}")
+        timings["data"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    if checkpoint is None:
-        from echoedge.model.checkpoint import SHIPPED
+        t0 = time.perf_counter()
+        if checkpoint is None:
+            from echoedge.model.checkpoint import SHIPPED
 
-        checkpoint = SHIPPED
-    from echoedge.model.checkpoint import load_checkpoint
+            checkpoint = SHIPPED
+        from echoedge.model.checkpoint import load_checkpoint
 
-    ck = load_checkpoint(Path(checkpoint))
-    timings["checkpoint"] = time.perf_counter() - t0
+        ck = load_checkpoint(Path(checkpoint))
+        timings["checkpoint"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    notes = [f"{fmt}: {why}" for fmt, why in unavailable.items()]
-    calib_path = None
-    if any(p in CALIBRATED for _, p in pairs):
-        calib_path, calib_note = _calibrate(data, ck, art_dir, calibration, calibration_set,
-                                            calibration_data, seed, reuse, opt, log)
-        notes += [calib_note] if calib_note else []
-    timings["calibrate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        notes = [f"{fmt}: {why}" for fmt, why in unavailable.items()]
+        calib_path = None
+        if any(p in CALIBRATED for _, p in pairs):
+            calib_path, calib_note = _calibrate(data, ck, art_dir, calibration, calibration_set,
+                                                calibration_data, seed, reuse, opt, log)
+            notes += [calib_note] if calib_note else []
+        timings["calibrate"] = time.perf_counter() - t0
 
-    built, reused, failed = [], [], []
-    extra: list[dict[str, Any]] = []
-    calib_id = _calibration_id(calib_path)
-    tasks: list[ExportTask] = []
-    for fmt in usable:
-        todo = [p for f, p in pairs if f == fmt]
-        if reuse:
-            keep = [p for p in todo if _reusable(art_dir / f"{fmt}-{p}", ck.sha256,
-                                                   calib_id if p in CALIBRATED else None, int8_recipe)]
-            reused += [f"{fmt}-{p}" for p in keep]
-            todo = [p for p in todo if p not in keep]
-        if todo:
-            tasks.append(ExportTask(fmt, todo, Path(checkpoint), Path(data), art_dir, calibration,
-                                    calib_path, seed, opt.cache_dir, opt.progress, int8_recipe))
-    t0 = time.perf_counter()
-    for done in _run_exports(tasks, jobs, log):
-        built += done.built
-        failed += done.failed
-        extra += done.entries
-        timings[f"export {done.fmt}"] = done.seconds
-    if tasks:
-        timings["export (wall)"] = time.perf_counter() - t0
+        built, reused, failed = [], [], []
+        extra: list[dict[str, Any]] = []
+        calib_id = _calibration_id(calib_path)
+        tasks: list[ExportTask] = []
+        for fmt in usable:
+            todo = [p for f, p in pairs if f == fmt]
+            if reuse:
+                keep = [p for p in todo if _reusable(art_dir / f"{fmt}-{p}", ck.sha256,
+                                                       calib_id if p in CALIBRATED else None, int8_recipe)]
+                reused += [f"{fmt}-{p}" for p in keep]
+                todo = [p for p in todo if p not in keep]
+            if todo:
+                tasks.append(ExportTask(fmt, todo, Path(checkpoint), Path(data), art_dir, calibration,
+                                        calib_path, seed, opt.cache_dir, opt.progress, int8_recipe))
+        t0 = time.perf_counter()
+        for done in _run_exports(tasks, jobs, log):
+            built += done.built
+            failed += done.failed
+            extra += done.entries
+            timings[f"export {done.fmt}"] = done.seconds
+        if tasks:
+            timings["export (wall)"] = time.perf_counter() - t0
 
-    # Validate exactly what this job planned (not other folders that happen to be there).
-    folders = [art_dir / f"{f}-{p}" for f, p in pairs if f"{f}-{p}" not in failed]
-    t0 = time.perf_counter()
-    result = validate(folders, data, checkpoint, out, gates=gates, strict=strict, options=opt,
-                      extra_entries=extra, notes=notes, log=log)
-    timings["validate"] = time.perf_counter() - t0 - result.timings_s.get("report", 0.0)
-    timings["report"] = result.timings_s.get("report", 0.0)
-    timings["total"] = time.perf_counter() - t_job
-    job = JobResult(result, art_dir, built, reused, failed, unavailable, timings)
-    _write_run_json(job, out, opt)
-    return job
+        # Validate exactly what this job planned (not other folders that happen to be there).
+        folders = [art_dir / f"{f}-{p}" for f, p in pairs if f"{f}-{p}" not in failed]
+        t0 = time.perf_counter()
+        result = validate(folders, data, checkpoint, out, gates=gates, strict=strict, options=opt,
+                          extra_entries=extra, notes=notes, log=log)
+        timings["validate"] = time.perf_counter() - t0 - result.timings_s.get("report", 0.0)
+        timings["report"] = result.timings_s.get("report", 0.0)
+        timings["total"] = time.perf_counter() - t_job
+        job = JobResult(result, art_dir, built, reused, failed, unavailable, timings)
+        _write_run_json(job, out, opt)
+        return job
 
 
 @dataclass
