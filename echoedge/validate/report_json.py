@@ -156,7 +156,10 @@ def check_report(obj: Any, schema: Any = None, where: str = "report") -> list[st
     kinds = schema.get("type", "object")
     kinds = (kinds,) if isinstance(kinds, str) else kinds
     if not any(_is(obj, k) for k in kinds):
-        problems.append(f"{where}: expected {' or '.join(kinds)}, got {type(obj).__name__}")
+        if isinstance(obj, float) and not math.isfinite(obj) and "number" in kinds:
+            problems.append(f"{where}: {obj!r} is not a finite number")
+        else:
+            problems.append(f"{where}: expected {' or '.join(kinds)}, got {type(obj).__name__}")
         return problems
     if isinstance(obj, dict) and "required" in schema:
         for key, sub in schema["required"].items():
