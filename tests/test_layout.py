@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "echoedge"
 # Rank in the flow; a module may import ranks <= its own.
 STAGES: dict[str, int] = {
     "errors": 0,
+    "atomic": 0,
     "console": 0,
     "data": 1,
     "model": 2,
