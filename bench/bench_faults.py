@@ -43,7 +43,7 @@ STAGE_MARKS = (
     ("data:", "start"),
     ("calibration:", "calibration"),
     ("deploy form:", "deploy form"),
-    ("converting", "convert {}"),
+    ("converting ->", "convert {}"),
     ("wrote ", "convert done"),
     ("baseline:", "validation"),
     ("reference:", "validation"),
@@ -236,6 +236,8 @@ def prepare(work: Path, fmt: str, precisions: str) -> Setup:
 
 
 def kill_loop(which: str, s: Setup, kills: int, rng: random.Random, say=print) -> tuple[int, int]:
+    from echoedge.console import stderr_to
+
     out = s.work / f"out-{which}"
     ref = launch(command(which, s, out), None)
     if ref.rc not in (0, 1):  # run exits 1 when a gate fails: still complete
@@ -251,9 +253,11 @@ def kill_loop(which: str, s: Setup, kills: int, rng: random.Random, say=print) -
             say(f"{which} #{i:2d} t={t:6.1f} s: finished (exit {a.rc}) before the kill; not counted")
             continue
         tried += 1
-        left = inspect(out)
+        with stderr_to(s.work / "inspect.log"):  # the runtimes' chatter as they load artefacts
+            left = inspect(out)
         nxt = launch(command(which, s, out), None)
-        after = inspect(out)
+        with stderr_to(s.work / "inspect.log"):
+            after = inspect(out)
         ok_next = nxt.rc in (0, 1) and not after["bad"] and not after["leftovers"]
         ok = not left["bad"] and a.orphans == 0 and ok_next
         survived += ok
