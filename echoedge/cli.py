@@ -14,6 +14,7 @@ import sys
 from echoedge.commands import (
     bridge, calibrate, data, debug_quant, evaluate, export, info, run, stream, stress, synth, train, validate,
 )
+from echoedge.atomic import DiskFullError, disk_full, is_disk_full
 from echoedge.errors import EchoEdgeError
 
 # The order `echo-edge --help` lists the commands in.
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("echo-edge: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        # A write that no echoedge.atomic writer wrapped (a log, a cache): still one line.
+        line = str(disk_full(e.filename)) if e.filename else "no space left on device writing the output"
+        print(f"echo-edge: error: {line}", file=sys.stderr)
+        return DiskFullError.exit_code
 
 
 if __name__ == "__main__":

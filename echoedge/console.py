@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextlib.contextmanager
@@ -43,12 +43,19 @@ def stderr_to(log: Path) -> Iterator[None]:
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(log, "ab", buffering=0) as raw, open(log, "a", buffering=1) as text:
-        os.dup2(raw.fileno(), 2)
-        try:
-            with contextlib.redirect_stderr(text):
-                yield
-        finally:
-            text.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+    raw, text = open(log, "ab", buffering=0), open(log, "a", buffering=1)
+    os.dup2(raw.fileno(), 2)
+    try:
+        with contextlib.redirect_stderr(text):
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        _close_quietly(text, raw)
+
+
+def _close_quietly(*files: Any) -> None:
+    # On a full disk the log's last flush fails; that must not hide the error the block raised.
+    for f in files:
+        with contextlib.suppress(OSError):
+            f.close()

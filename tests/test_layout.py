@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "echoedge"
 # Rank in the flow; a module may import ranks <= its own.
 STAGES: dict[str, int] = {
     "errors": 0,
+    "atomic": 0,
     "console": 0,
     "outlock": 0,  # one writer per output folder (echoedge/outlock.py), below every stage
     "data": 1,

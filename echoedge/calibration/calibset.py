@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from echoedge.calibration.strategies import (
 )
 from echoedge.data.clips import extract_clip
 from echoedge.data.clipspec import ClipSpec
+from echoedge.atomic import disk_full, is_disk_full, sweep_leftovers, temp_sibling
 from echoedge.errors import EchoEdgeError
 
 SCHEMA = "echo-edge/calibration-set"
@@ -218,10 +218,10 @@ def save_calibration_set(cs: CalibrationSet, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    sweep_leftovers(out_dir)  # what a killed save left (echoedge.atomic)
+    tmp, old = temp_sibling(out_dir), temp_sibling(out_dir, "old")
     try:
+        tmp.mkdir()
         np.savez(tmp / CLIPS_FILE, clips=np.ascontiguousarray(cs.clips, dtype="<f4"))
         text = json.dumps({**cs.manifest, "id": cs.id}, indent=2, sort_keys=True, allow_nan=False)
         (tmp / MANIFEST_FILE).write_text(text + "\n")
@@ -229,7 +229,16 @@ def save_calibration_set(cs: CalibrationSet, out_dir: Path) -> Path:
             _fsync(tmp / name)
         if out_dir.exists():
             os.rename(out_dir, old)
-        os.rename(tmp, out_dir)
+        try:
+            os.rename(tmp, out_dir)
+        except BaseException:
+            if old.exists():  # the previous set stays rather than none at all
+                os.rename(old, out_dir)
+            raise
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(out_dir, "the calibration set") from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

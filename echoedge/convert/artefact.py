@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from echoedge.atomic import disk_full, is_disk_full, sweep_leftovers, temp_sibling
 from echoedge.errors import EchoEdgeError
 
 MANIFEST_NAME = "manifest.json"
@@ -180,11 +180,14 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Temporaries and backups a killed run left for this folder go first (echoedge.atomic).
+    sweep_leftovers(out_dir)
+    _check_target(out_dir, overwrite)  # a restored backup counts as existing
     # A sibling, so the final rename stays on one file system (atomic); hidden, so find_artefacts
-    # and globbing users skip it.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the artefact should not be
+    # and globbing users skip it; named with our pid, so the next run knows it for a leftover.
+    tmp = temp_sibling(out_dir)
     try:
+        tmp.mkdir()
         manifest = build(tmp)
         if not isinstance(manifest, ArtefactManifest):
             raise TypeError(f"artefact build returned {type(manifest).__name__}, not ArtefactManifest")
@@ -200,10 +203,24 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
                                 "memory": read_memory(model, manifest.format)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         _move_into_place(tmp, out_dir, overwrite)
-    except BaseException:  # KeyboardInterrupt too: nothing half-built may survive
+    except BaseException as e:  # KeyboardInterrupt too: nothing half-built may survive
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full_cause(e):
+            raise disk_full(out_dir, f"the {out_dir.name} artefact") from None
         raise
     return out_dir
+
+
+def _disk_full_cause(e: BaseException) -> bool:
+    """Whether a full disk is behind `e`: toolchains (torch.save, TensorFlow, coremltools) wrap
+    the OSError in their own exception types, keeping it as the cause or context."""
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 8:
+        if is_disk_full(cur) or "No space left on device" in str(cur):
+            return True
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return False
 
 
 def read_weights(model: Path, fmt: str) -> dict[str, Any]:
@@ -228,12 +245,6 @@ def read_memory(model: Path, fmt: str) -> dict[str, Any]:
         return {"error": str(e).replace(str(model), model.name)}
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _check_target(out_dir: Path, overwrite: bool) -> None:
     if not out_dir.exists():
         return
@@ -251,9 +262,9 @@ def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     if not out_dir.exists():
         os.rename(tmp, out_dir)
         return
-    # Swap via a backup so that a failure between the two renames restores the old artefact.
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.rmdir(old)
+    # Swap via a backup so that a failure between the two renames restores the old artefact (and
+    # a kill between them leaves the backup that the next run's sweep_leftovers puts back).
+    old = temp_sibling(out_dir, "old")
     os.rename(out_dir, old)
     try:
         os.rename(tmp, out_dir)

@@ -8,11 +8,11 @@ shift x level) -> one case that fails when any of its gates did not hold.
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from echoedge import atomic
 from echoedge.validate.report_stress import junit_cases
 
 
@@ -64,7 +64,6 @@ def render_junit(report: dict[str, Any]) -> ET.ElementTree:
 
 def write_junit(report: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    render_junit(report).write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:
+        render_junit(report).write(tmp, encoding="utf-8", xml_declaration=True)
     return path

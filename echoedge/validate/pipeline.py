@@ -14,14 +14,17 @@ say where the clips came from whenever it is not TRAIN of the data.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from echoedge import atomic
 from echoedge.errors import EchoEdgeError, first_line
 from echoedge.outlock import folder_lock
 from echoedge.validate.gates import FAIL_RUNTIME
@@ -246,7 +249,11 @@ def export_format(task: ExportTask, log: Callable[[str], None] = print) -> Expor
         built = [p.name for p in res.artefacts]
     except KeyboardInterrupt:
         raise
+    except atomic.DiskFullError:  # the machine's problem, not the format's: the job stops
+        raise
     except Exception as e:  # a toolchain's failure is a finding about that format, not the job
+        if atomic.is_disk_full(e):
+            raise atomic.disk_full(art_dir / f"{fmt}-{current[-1] if current else todo[0]}") from None
         bad = current[-1] if current else todo[0]
         reason = f"conversion failed: {first_line(e)}"
         log(f"{fmt}-{bad}: {reason}")
@@ -309,6 +316,7 @@ def _export_in_worker(task: ExportTask, queue: Any, threads: int, stderr_log: Pa
     # The toolchains write to the C-level stderr (TF/XNNPACK cpuinfo lines, torchao's optional
     # kernels, coremltools' pass logs); two workers interleaving them would bury the progress
     # lines, so each worker's stderr goes to its own file. Failures still reach the report.
+    _die_with_parent()
     stderr_log.parent.mkdir(parents=True, exist_ok=True)
     with open(stderr_log, "w") as f:
         os.dup2(f.fileno(), 2)
@@ -317,6 +325,24 @@ def _export_in_worker(task: ExportTask, queue: Any, threads: int, stderr_log: Pa
 
     torch.set_num_threads(threads)
     return export_format(task, lambda msg: queue.put(f"[{task.fmt}] {msg}"))
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when the `run` that spawned it dies, so a killed run leaves
+    no orphan finishing a conversion into OUT while the next run writes there."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    import multiprocessing as mp
+
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the line above
+        os._exit(1)
 
 
 def _calibrate(data: Path, ck: Any, art_dir: Path, calibration: str, calibration_set: Path | None,
@@ -404,6 +430,4 @@ def _write_run_json(job: JobResult, out: Path, opt: ValidateOptions) -> None:
            "unavailable": job.unavailable, "exit_code": job.exit_code,
            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opt).items()},
            "report": str(job.validation.files.get("html", ""))}
-    tmp = out / f".{RUN_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(rec, indent=2) + "\n")
-    os.replace(tmp, out / RUN_FILE)
+    atomic.write_text(out / RUN_FILE, json.dumps(rec, indent=2) + "\n")

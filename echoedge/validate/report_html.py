@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from echoedge import atomic
 from echoedge.validate.report_md import (columns, landmark_cell, load_note, memory_lines, status_rows,
                                          truth_lines)
 
@@ -409,7 +409,4 @@ def _md(text: str) -> str:
 
 def write_html(report: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, render_html(report))

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from echoedge import atomic
 from echoedge.errors import EchoEdgeError
 
 SCHEMA_ID = "echo-edge/validation-report"
@@ -200,10 +200,7 @@ def write_report(report: dict[str, Any], path: str | Path) -> Path:
     if problems:  # a bug in the producer, not bad input: say exactly where
         raise ValueError("report does not match its schema: " + "; ".join(problems[:5]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 def read_versioned_json(path: str | Path, file_name: str, schema: str, version: int,

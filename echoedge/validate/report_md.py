@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from echoedge import atomic
 from echoedge.model.evaluate import NO_TRACED_FRAME_SEEN, NO_TRACINGS
 
 STATUS_MARK = {"PASS": "✅ PASS", "FAIL_ACCURACY": "❌ FAIL_ACCURACY", "FAIL_RUNTIME": "❌ FAIL_RUNTIME",
@@ -340,7 +340,4 @@ def write_markdown(report: dict[str, Any], path: str | Path) -> Path:
 
     path = Path(path)
     write_heatmap(report, path.parent)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(render_markdown(report))
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, render_markdown(report))

@@ -9,11 +9,12 @@ every gated condition that failed. The status table names each artefact's worst 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from echoedge import atomic
 
 HEATMAP_FILE = "stress_heatmap.png"  # beside report.md, which links it
 
@@ -246,10 +247,7 @@ def write_heatmap(report: dict[str, Any], folder: Path) -> Path | None:
     if png is None:
         return None
     path = Path(folder) / HEATMAP_FILE
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, png)
 
 
 def junit_cases(report: dict[str, Any], name: str, cls: str) -> list[Any]:

@@ -197,6 +197,7 @@ def validate(
     }
     apply_gates(report, gate_cfg, strict=strict)
     t0 = time.perf_counter()
+    log(f"report: writing report.json, report.md, report.html, junit.xml -> {out}")
     files = write_outputs(report, Path(out))
     timings["report"] = time.perf_counter() - t0
     return ValidationResult(read_report(files["json"]), Path(out), files, timings)
