@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", type=Path, default=SHIPPED)
     ap.add_argument("--videos", type=int, default=100, help="TEST videos of the large set (>= 100)")
     ap.add_argument("--clips", type=int, default=2, help="clips per video on the large set")
-    ap.add_argument("--large-set", type=int, default=700, help="synthetic videos in the large set")
+    ap.add_argument("--large-set", type=int, default=800,
+                    help="synthetic videos in the large set (800: >= 100 TEST videos with the varied look)")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         reader = EchoNet(root_dir)
         frames = FrameCache(reader, None)
         test = reader.records("TEST")[:videos]
+        if len(test) < videos:
+            print(f"note: {what}: the set has only {len(test)} TEST videos (asked {videos}); "
+                  "raise --large-set", flush=True)
 
         def ef(infer: Any) -> np.ndarray:
             return np.array([p.ef for p in predict_videos(infer, test, frames, spec, clips_per_video=clips,

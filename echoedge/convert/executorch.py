@@ -29,7 +29,8 @@ from echoedge.convert.artefact import (
     OUTPUT_NAMES, ArtefactManifest, check_clips, echo_tensor_specs, output_errors, tool_versions,
     write_artefact,
 )
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, WHOLE_KEEP_FLOAT, int8_scope
+from echoedge.convert.executorch_quantizer import quantizer_for
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
@@ -208,123 +209,6 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )
-
-
-def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
-              linear: bool = False) -> Any:
-    keep = tuple(keep_float)
-
-    def quantize(node: Any) -> bool:
-        stack = node.meta.get("nn_module_stack") or {}
-        entries = list(stack.values())
-        if not entries:  # parameters and constants: the op that consumes them decides
-            return True
-        kind = entries[-1][1]
-        name = kind.__name__ if isinstance(kind, type) else str(kind)
-        if name.endswith("Linear") and not linear:  # attention projections on few tokens: cheap in float
-            return False
-        paths = [str(path) for path, _ in entries]
-        if keep and any(_under(p, k) for p in paths for k in keep):
-            return False
-        return scope is None or any(p.startswith(scope) for p in paths)
-    return quantize
-
-
-def _under(path: str, prefix: str) -> bool:
-    """Module `path` is `prefix` or inside it (so "cnn.1" does not match "cnn.10")."""
-    return path == prefix or path.startswith(prefix + ".")
-
-
-def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE,
-                  example: Any = None) -> tuple[Any, dict[str, Any]]:
-    """The XNNPACK quantizer of an int8 recipe, and its description for the manifest.
-
-    Symmetric per-channel int8 weights, per-tensor int8 activations with min/max observers:
-    XNNPACK's default histogram observers cost ~3 s per calibration clip here and were not more
-    accurate for this network. `keep_float` names module paths (and everything under them) kept
-    float on top of the recipe: the mixed-precision artefacts of `echo-edge debug-quant`.
-    The "whole" recipe quantizes every module (its convs static int8) but the stem, and gives the
-    Linear layers int8 weights with dynamically quantized activations.
-    """
-    import dataclasses
-
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config,
-    )
-    from torch import nn
-    from torchao.quantization.pt2e import MinMaxObserver
-
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    observer = MinMaxObserver.with_args(eps=2**-12)
-    config = dataclasses.replace(
-        config,
-        input_activation=dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer),
-        output_activation=dataclasses.replace(config.output_activation, observer_or_fake_quant_ctr=observer),
-    )
-    if recipe == "whole":
-        keep = tuple(dict.fromkeys([*_present(model, WHOLE_KEEP_FLOAT), *keep_float]))
-        quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(None, keep, True))
-        quantizer.set_module_type(nn.Linear, get_symmetric_quantization_config(is_per_channel=True,
-                                                                               is_dynamic=True))
-        # A Linear on a 2-D input exports as addmm, which XNNPACK takes static but not dynamic:
-        # dynamic, it stayed float on portable kernels. Those get static int8 like the convs.
-        static_linears = [n for n in _linears_on_2d_inputs(model, example) if not _kept(n, keep)]
-        for name in static_linears:
-            quantizer.set_module_name(name, config)
-        recipe_d = {
-            "name": "whole",
-            "weights": "int8 symmetric per-channel, every conv and linear layer",
-            "activations": "convs: int8 per-tensor affine, min/max over the calibration clips; "
-                           "Linear: int8, quantized dynamically per call (XNNPACK qd8)",
-            "int8_modules": "all",
-            "float": ", ".join(keep) if keep else "none",
-        }
-        if static_linears:
-            recipe_d["static_int8_linears"] = static_linears
-        if keep_float:
-            recipe_d["kept_float"] = list(keep_float)
-        return quantizer, recipe_d
-    scope = int8_scope(model)
-    quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(scope, keep_float))
-    recipe_d = {
-        "name": "conv-stages",
-        "weights": "int8 symmetric per-channel",
-        "activations": "int8 per-tensor affine, min/max over the calibration clips",
-        "int8_modules": list(scope) if scope else "all",
-        "float": "Linear layers" + ("" if scope is None else " and every module outside int8_modules"),
-    }
-    if keep_float:
-        recipe_d["kept_float"] = list(keep_float)
-    return quantizer, recipe_d
-
-
-def _kept(name: str, keep: Sequence[str]) -> bool:
-    return any(_under(name, k) for k in keep)
-
-
-def _linears_on_2d_inputs(model: Any, example: Any) -> list[str]:
-    """Names of the Linear modules that see a 2-D input when `model` runs `example` (none without)."""
-    if example is None:
-        return []
-    import torch
-    from torch import nn
-
-    found: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: found.append(name)
-                                     if args and args[0].dim() == 2 else None)
-             for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad():
-            model(*example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return list(dict.fromkeys(found))
-
-
-def _present(model: Any, paths: Sequence[str]) -> list[str]:
-    names = {n for n, _ in model.named_modules()}
-    return [p for p in paths if p in names]
 
 
 def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray | None,

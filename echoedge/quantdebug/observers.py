@@ -39,12 +39,12 @@ def prepare_recipe(deploy: Any, example: np.ndarray, keep_float: Sequence[str] =
     """The deploy form exported at batch 1 with the recipe's observers inserted (uncalibrated).
 
     `example` is any clip batch (its first clip is the export example); `keep_float` names module
-    paths kept float on top of the recipe (`echoedge.convert.executorch.quantizer_for`).
+    paths kept float on top of the recipe (`echoedge.convert.executorch_quantizer.quantizer_for`).
     """
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from echoedge.convert.executorch import quantizer_for
+    from echoedge.convert.executorch_quantizer import quantizer_for
 
     x = (torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32)),)
     deploy.eval()

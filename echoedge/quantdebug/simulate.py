@@ -88,7 +88,7 @@ def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = ()
     """The deploy form with the ExecuTorch int8 recipe applied in PyTorch (fake quantization).
 
     `clips` are the calibration clips (float32 (N, C, T, H, W)); `keep_float` names module paths
-    kept float on top of the recipe (`echoedge.convert.executorch.quantizer_for`); `only` (when
+    kept float on top of the recipe (`echoedge.convert.executorch_quantizer.quantizer_for`); `only` (when
     given) keeps every other unit of `quant_units` float: the sensitivity sweep's "only this unit
     int8" mode (the recipe's shared element-wise ops between units stay as the recipe has them).
     Observers see float activations during calibration (PT2E), so the ranges of a unit do not

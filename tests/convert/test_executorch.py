@@ -274,7 +274,7 @@ def test_default_int8_recipe_quantizes_only_the_echo_e3net_conv_stages():
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from echoedge.convert.executorch import quantizer_for
+    from echoedge.convert.executorch_quantizer import quantizer_for
     from echoedge.convert.int8_recipe import int8_scope
     from echoedge.model.config import get_config
     from echoedge.model.deploy import to_deploy_form

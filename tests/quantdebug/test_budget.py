@@ -207,7 +207,7 @@ def test_tiny_echo_e3net_mixed_tflite_denylists_the_unit(tmp_path):
 def test_tiny_echo_e3net_mixed_pte_end_to_end(tmp_path):
     """The tiny Echo-E3Net deploy form with two of its seven int8 units float: a real .pte that
     records them, whose quantized-node count in the pre-lowering graph drops accordingly."""
-    from echoedge.convert.executorch import quantizer_for
+    from echoedge.convert.executorch_quantizer import quantizer_for
     from echoedge.model.config import get_config
     from echoedge.model.deploy import to_deploy_form
     from echoedge.model.network import build_model

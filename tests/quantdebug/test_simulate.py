@@ -127,7 +127,7 @@ def test_calibrating_once_gives_the_same_simulation():
     its own calibration would: PT2E observers see float activations."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from echoedge.convert.executorch import quantizer_for
+    from echoedge.convert.executorch_quantizer import quantizer_for
     from echoedge.quantdebug.observers import load_observer_stats, observer_stats
 
     torch.manual_seed(0)
