@@ -10,11 +10,14 @@
                (both in coreml_quantize; W8A8 takes its activation ranges from the reference
                interpreter, as coremltools' linear_quantize_activations would from Core ML)
       -> model.mlpackage, checked by running it through the reference interpreter
-         (echoedge.mil.interpreter) against the eager module on golden clips.
+         (echoedge.mil.interpreter) against the eager module on golden clips; those clips and the
+         package's outputs on them are kept as golden.npz, for `echo-edge verify`.
 
 The folder's manifest records the ML program's op histogram, the quantization ops, the compute
 precision, the deployment target and the host-side error against the eager deploy form.
-`.mlpackage` is a folder: `write_artefact` hashes it file by file (`artefact.model_sha256`).
+`.mlpackage` is a folder: `write_artefact` hashes it file by file (`artefact.model_sha256`); its
+Manifest.json holds random item ids, so `content_sha256` is the hash stable across rebuilds
+(echoedge.convert.reproducible).
 coremltools is imported inside the functions, its conversion logs captured (shown on failure).
 """
 
@@ -39,6 +42,7 @@ from echoedge.convert.coreml_mlprogram import (
 from echoedge.convert.coreml_quantize import (
     W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations, quantize_weights,
 )
+from echoedge.convert.golden_vectors import write_golden_vectors
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
@@ -220,6 +224,10 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                                 "runtime": "reference-interpreter (echoedge.mil.interpreter)",
                                 "interpreter_precision": interp.precision,
                                 "cases": int(len(golden)), "errors": vs_eager},
+            # Re-run by `echo-edge verify` (echoedge.validate.verify) in the same interpreter.
+            "golden": write_golden_vectors(tmp, golden, outs, "coreml", precision,
+                                           "this package in echoedge.mil.interpreter, on the host that "
+                                           "exported it"),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )
