@@ -9,8 +9,8 @@ the manifest says so and carries `content_sha256`: the package hashed with Manif
 what it means (item paths, names, authors, which item is the root), not as the ids it happens to
 use. For the other formats `content_sha256` equals `model_sha256`.
 
-manifest.json itself records when and how fast the build ran (created_at, details.timings_s), so it
-differs between builds in those fields only.
+manifest.json itself records when and how fast the build ran (created_at, details.timings_s; TFLite's
+details.onnx.seconds), so it differs between builds in those fields only (`build_fields`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ PACKAGE_MANIFEST = "Manifest.json"  # inside a .mlpackage
 # Fields of manifest.json that record the build rather than the artefact.
 BUILD_FIELDS = {"created_at": "the time of the build (UTC)",
                 "details.timings_s": "how long each conversion step took"}
+_FORMAT_BUILD_FIELDS = {"tflite": {"details.onnx.seconds": "how long the ONNX export took"}}
+
+
+def build_fields(fmt: str) -> dict[str, str]:
+    """The manifest fields (dotted paths) of a `fmt` artefact that record its build, and what."""
+    return {**BUILD_FIELDS, **_FORMAT_BUILD_FIELDS.get(fmt, {})}
 _MLPACKAGE_IDS = ("coremltools' ModelPackage gives each item (model spec, weights) a fresh random UUID "
                   "on every save: the keys of itemInfoEntries and rootModelIdentifier")
 
@@ -64,8 +70,9 @@ def _package_manifest_content(path: Path) -> bytes:
 def reproducibility(model: Path, fmt: str) -> dict[str, Any]:
     """The manifest's details["reproducibility"]: what differs between two builds of the same
     inputs, and why; `content_sha256` (a top-level field) is what stays the same."""
-    varies: list[dict[str, str]] = [{"file": "manifest.json", "fields": ", ".join(BUILD_FIELDS),
-                                     "why": "; ".join(BUILD_FIELDS.values())}]
+    fields = build_fields(fmt)
+    varies: list[dict[str, str]] = [{"file": "manifest.json", "fields": ", ".join(fields),
+                                     "why": "; ".join(fields.values())}]
     if fmt == "coreml" and model.is_dir():
         varies.append({"file": f"{model.name}/{PACKAGE_MANIFEST}", "why": _MLPACKAGE_IDS})
         varies[0]["fields"] += ", model_sha256"

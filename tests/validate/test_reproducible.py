@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from echoedge.cli import main as cli_main
-from echoedge.convert.reproducible import BUILD_FIELDS, PACKAGE_MANIFEST
+from echoedge.convert.reproducible import PACKAGE_MANIFEST, build_fields
 
 pytest.importorskip("executorch")
 pytest.importorskip("coremltools")
@@ -43,7 +43,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 def _without_build_fields(manifest: dict) -> dict:
     """A manifest with the fields the reproducibility entry names as build records removed."""
     m = json.loads(json.dumps(manifest))
-    for dotted in BUILD_FIELDS:
+    for dotted in build_fields(m["format"]):
         *parents, leaf = dotted.split(".")
         node = m
         for p in parents:
