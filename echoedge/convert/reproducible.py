@@ -2,8 +2,10 @@
 
 Measured on the tiny config (tests/convert/test_*.py `test_rebuild_*`): exporting the same deploy
 form with the same calibration set twice gives byte-identical model.pte and model.bpte, model.tflite
-and golden.npz; the .mlpackage is identical except its Manifest.json, in which coremltools'
-ModelPackage names each item (the model spec, the weights folder) by a fresh random UUID on every
+and golden.npz; the .mlpackage (once coreml.py drops the conversion date coremltools stamps into
+the spec, rewrites the spec in protobuf's deterministic encoding, as coremltools writes its metadata
+map in hash order, and runs the golden check on a fixed thread count) is identical
+except its Manifest.json, in which coremltools' ModelPackage names each item (the model spec, the weights folder) by a fresh random UUID on every
 save. coremltools has no option to fix them, and echo-edge does not rewrite Apple's package file, so
 the manifest says so and carries `content_sha256`: the package hashed with Manifest.json read as
 what it means (item paths, names, authors, which item is the root), not as the ids it happens to
