@@ -313,6 +313,69 @@ def _(tmp, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# Checkpoints and a full disk
+
+
+def load_checkpoint_file(path: Path) -> tuple[int, str]:
+    from echoedge.model.checkpoint import load_checkpoint
+
+    return as_cli(lambda: load_checkpoint(path))
+
+
+@scenario("checkpoint-truncated")
+def _(tmp, capsys):
+    from echoedge.model.checkpoint import SHIPPED
+
+    cut = tmp / "cut.pt"
+    cut.write_bytes(SHIPPED.read_bytes()[:1000])
+    return load_checkpoint_file(cut)
+
+
+@scenario("checkpoint-not-a-checkpoint")
+def _(tmp, capsys):
+    junk = tmp / "junk.pt"
+    junk.write_bytes(bytes(range(256)) * 8)
+    return load_checkpoint_file(junk)
+
+
+@scenario("disk-full-report")
+def _(tmp, capsys):
+    import errno
+
+    from echoedge import atomic
+
+    target = atomic.write_text(tmp / "report.json", "{}\n")
+    real = Path.write_text
+
+    def full(self: Path, text: str, *a, **k) -> int:
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    Path.write_text = full  # type: ignore[method-assign]
+    try:
+        code, line = as_cli(lambda: atomic.write_text(target, '{"new": true}\n'))
+    finally:
+        Path.write_text = real  # type: ignore[method-assign]
+    assert target.read_text() == "{}\n" and [p.name for p in tmp.iterdir()] == ["report.json"]
+    return code, line
+
+
+@scenario("disk-full-artefact")
+def _(tmp, capsys):
+    import errno
+
+    from echoedge.convert.artefact import write_artefact
+
+    def build(t: Path):
+        (t / "model.bin").write_bytes(b"x" * 100)
+        raise RuntimeError("writer failed") from OSError(errno.ENOSPC, "No space left on device")
+
+    code, line = as_cli(lambda: write_artefact(tmp / "coreml-fp32", build))
+    assert list(tmp.iterdir()) == []  # no folder, no hidden temporary
+    return code, line
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def test_every_row_has_a_scenario_and_every_scenario_a_row():

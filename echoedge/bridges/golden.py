@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from echoedge.convert.golden_vectors import tolerance_for
 from echoedge.data.clipspec import ClipSpec
 from echoedge.data.preprocess import ClipBuffer, postprocess, quantize
 from echoedge.errors import EchoEdgeError, PlatformError, first_line
@@ -35,28 +36,7 @@ GOLDEN_VERSION = 1
 # Time mode's reference rate: EchoNet-Dynamic videos (and 79 % of the synthetic ones) are 50 FPS,
 # so `period` frames at 50 FPS is the temporal spacing the model saw in training.
 MODEL_FPS = 50.0
-# Device runtime vs the validation runtime on the same file. fp32 and int8 are ExecuTorch's
-# BUNDLE_TOLERANCE (different kernels, same arithmetic); fp16 files may run in half precision on
-# a device GPU/ANE; quantized files may requantize with other rounding. |got - want| <= atol +
-# rtol * |want| element-wise; EF is in %, volumes in mL, landmarks in [0, 1].
-_FP16 = {"rtol": 1e-2, "atol": 1e-2}
-_INT8 = {"rtol": 2e-2, "atol": 2e-2}
-GOLDEN_TOLERANCE: dict[str, dict[str, float]] = {
-    "fp32": {"rtol": 1e-3, "atol": 1e-3}, "fp16": _FP16, "int8": _INT8, "int8-full": _INT8,
-    "w8": _FP16, "w8a8": _INT8,
-}
-# Core ML may run any file on the GPU or Neural Engine in half precision, whatever it stores.
-COREML_MIN_TOLERANCE = _FP16
-
-
-def tolerance_for(fmt: str, precision: str) -> dict[str, float]:
-    """The golden-vector tolerance of one artefact (ExecuTorch's BUNDLE_TOLERANCE where it has one)."""
-    from echoedge.convert.executorch import BUNDLE_TOLERANCE
-
-    tol = dict(BUNDLE_TOLERANCE.get(precision) or GOLDEN_TOLERANCE.get(precision) or _INT8)
-    if fmt == "coreml":
-        tol = {k: max(tol[k], COREML_MIN_TOLERANCE[k]) for k in tol}
-    return tol
+# Tolerances: echoedge.convert.golden_vectors.tolerance_for (shared with `echo-edge verify`).
 
 
 @dataclass

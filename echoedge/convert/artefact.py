@@ -1,4 +1,5 @@
-"""The artefact folder contract: one model file plus `manifest.json`, written all-or-nothing.
+"""The artefact folder contract: one model file plus `manifest.json` (and the golden vectors
+`echo-edge verify` re-runs: model.bpte or golden.npz), written all-or-nothing.
 
 A runtime user needs nothing but the folder to feed the model correctly: the manifest carries the
 ClipSpec, the input/output tensors (names, shapes, dtypes, layouts, quantization of quantized I/O),
@@ -24,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoedge.atomic import disk_full, is_disk_full, sweep_leftovers, temp_sibling
+from echoedge.convert.reproducible import content_sha256, reproducibility
 from echoedge.errors import EchoEdgeError
 
 MANIFEST_NAME = "manifest.json"
@@ -70,6 +72,9 @@ class ArtefactManifest:
     calibration_id: str | None = None  # None for float artefacts
     model_sha256: str = ""  # filled by write_artefact from the file itself
     model_bytes: int = 0  # likewise
+    # The model's content, stable across rebuilds from the same inputs where model_sha256 is not
+    # (a .mlpackage's random item ids); echoedge.convert.reproducible. Filled by write_artefact.
+    content_sha256: str = ""
     tool_versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""  # ISO 8601, UTC; filled by write_artefact when empty
     details: dict[str, Any] = field(default_factory=dict)  # converter-specific (delegation, ...)
@@ -169,7 +174,8 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
     """Run `build(tmp_dir)` and move the folder it filled to `out_dir` only if it returned.
 
     `build` writes the model file (and any side files) into `tmp_dir` and returns the manifest;
-    this function fills `model_sha256`, `model_bytes`, `created_at`, `details["weights"]` (the
+    this function fills `model_sha256`, `model_bytes`, `content_sha256` and
+    `details["reproducibility"]` (echoedge.convert.reproducible), `created_at`, `details["weights"]` (the
     weight bytes by dtype, echoedge.convert.weights) and `details["memory"]` (the planned activation
     memory, echoedge.convert.memory_plan) from the file itself and writes `manifest.json`. An
     existing `out_dir` is an error unless `overwrite`, and even then
@@ -198,9 +204,11 @@ def write_artefact(out_dir: str | Path, build: Callable[[Path], ArtefactManifest
         manifest.model_sha256 = model_sha256(model)
         manifest.model_bytes = model_bytes(model)
         manifest.created_at = manifest.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        manifest.content_sha256 = content_sha256(model)
         if manifest.format in FORMATS:
             manifest.details = {**manifest.details, "weights": read_weights(model, manifest.format),
-                                "memory": read_memory(model, manifest.format)}
+                                "memory": read_memory(model, manifest.format),
+                                "reproducibility": reproducibility(model, manifest.format)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         _move_into_place(tmp, out_dir, overwrite)
     except BaseException as e:  # KeyboardInterrupt too: nothing half-built may survive

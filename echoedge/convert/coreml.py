@@ -10,11 +10,14 @@
                (both in coreml_quantize; W8A8 takes its activation ranges from the reference
                interpreter, as coremltools' linear_quantize_activations would from Core ML)
       -> model.mlpackage, checked by running it through the reference interpreter
-         (echoedge.mil.interpreter) against the eager module on golden clips.
+         (echoedge.mil.interpreter) against the eager module on golden clips; those clips and the
+         package's outputs on them are kept as golden.npz, for `echo-edge verify`.
 
 The folder's manifest records the ML program's op histogram, the quantization ops, the compute
 precision, the deployment target and the host-side error against the eager deploy form.
-`.mlpackage` is a folder: `write_artefact` hashes it file by file (`artefact.model_sha256`).
+`.mlpackage` is a folder: `write_artefact` hashes it file by file (`artefact.model_sha256`); its
+Manifest.json holds random item ids, so `content_sha256` is the hash stable across rebuilds
+(echoedge.convert.reproducible).
 coremltools is imported inside the functions, its conversion logs captured (shown on failure).
 """
 
@@ -39,10 +42,13 @@ from echoedge.convert.coreml_mlprogram import (
 from echoedge.convert.coreml_quantize import (
     W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations, quantize_weights,
 )
+from echoedge.convert.golden_vectors import write_golden_vectors
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
 PRECISIONS = ("fp32", "fp16", "w8", "w8a8")
+CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
+GOLDEN_THREADS = 2
 RUNTIME = "coreml"
 MODEL_FILE = "model.mlpackage"
 GOLDEN_CASES = 3
@@ -156,7 +162,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                 mlmodel = quantize_weights(mlmodel, float_consts)
                 timings["weight_quantization"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            _drop_conversion_date(mlmodel)
             mlmodel.save(str(pkg))
+            _canonical_spec(pkg)
             timings["save"] = time.perf_counter() - t0
         except EchoEdgeError:
             sys.__stderr__.write(log.getvalue()[-4000:])
@@ -169,7 +177,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     # The written package, read back from disk as a user would, run through the interpreter.
     t0 = time.perf_counter()
     with quiet_coremltools():
-        interp = Interpreter(pkg)
+        # A fixed thread count: torch's reductions are split by thread, and the outputs are kept
+        # as golden.npz, which must not depend on the host's or a worker's default.
+        interp = Interpreter(pkg, threads=GOLDEN_THREADS)
     outs_by_name = [interp.run({interp.input_names[0]: g[None]}) for g in golden]
     outs = [np.concatenate([o[n] for o in outs_by_name]) for n in interp.output_names]
     with torch.inference_mode():
@@ -220,9 +230,31 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                                 "runtime": "reference-interpreter (echoedge.mil.interpreter)",
                                 "interpreter_precision": interp.precision,
                                 "cases": int(len(golden)), "errors": vs_eager},
+            # Re-run by `echo-edge verify` (echoedge.validate.verify) in the same interpreter.
+            "golden": write_golden_vectors(tmp, golden, outs, "coreml", precision,
+                                           "this package in echoedge.mil.interpreter, on the host that "
+                                           "exported it"),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )
+
+
+def _drop_conversion_date(mlmodel: Any) -> None:
+    """coremltools stamps the conversion date into the spec; the same conversion must give the
+    same bytes (the manifest's created_at records when it ran)."""
+    mlmodel.user_defined_metadata.pop(CONVERSION_DATE_KEY, None)
+
+
+def _canonical_spec(pkg: Path) -> None:
+    """Rewrite the package's model spec in protobuf's deterministic encoding: coremltools writes
+    its metadata map in hash order, which changes from one process to the next. The content is
+    the same message (Core ML parses any valid encoding); only the byte order of the map is fixed."""
+    from coremltools.proto import Model_pb2
+
+    path = pkg / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(path.read_bytes())
+    path.write_bytes(spec.SerializeToString(deterministic=True))
 
 
 def io_dtypes(ml_spec: Any) -> dict[str, str]:

@@ -18,6 +18,7 @@ executorch/torchao are imported inside the functions: `import echoedge.convert` 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,7 @@ GOLDEN_CASES = 3
 # the host; another CPU's kernels round differently (fp32: summation order; int8: requantization
 # of intermediate activations can move by one step), so these are loose on purpose.
 BUNDLE_TOLERANCE = {"fp32": {"rtol": 1e-3, "atol": 1e-3}, "int8": {"rtol": 2e-2, "atol": 2e-2}}
-# Ops whose nodes are bookkeeping of the graph, not kernels: getitem unpacks delegate outputs.
-_NOT_KERNELS = {"getitem"}
+_NOT_KERNELS = {"getitem"}  # bookkeeping of the graph, not kernels: getitem unpacks delegate outputs
 
 
 class CalibrationData(Protocol):
@@ -309,8 +309,8 @@ def _write_bundle(program: Any, path: Path, golden: np.ndarray, outs: list[np.nd
     except Exception as e:  # any failure of an experimental API: record it, ship the .pte anyway
         return {"file": None, "error": f"{type(e).__name__}: {first_line(e)}"}
     path.write_bytes(buf)
-    return {"file": path.name, "method": "forward", "cases": len(cases), "verified_on_host": True,
-            "suggested_tolerance": tol,
+    return {"file": path.name, "sha256": hashlib.sha256(buf).hexdigest(), "method": "forward",
+            "cases": len(cases), "verified_on_host": True, "suggested_tolerance": tol,
             "expected_outputs": "this program's own outputs on the host (XNNPACK, x86-64)"}
 
 

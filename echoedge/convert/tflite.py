@@ -19,7 +19,7 @@
       -> the file runs in the LiteRT interpreter (tflite_interpreter) on golden clips and is compared
          with the eager deploy form (fp32 must agree within float rounding, or the export fails).
 
-Only model.tflite and manifest.json go into the artefact (write_artefact). onnx2tf (fp32 files) was
+Only model.tflite, golden.npz (golden_vectors) and manifest.json go into the artefact. onnx2tf (fp32 files) was
 measured unreliable on channel layouts without its slow "strict mode", so correctness is not
 assumed: the fp32 check against eager is what makes a file pass.
 
@@ -39,6 +39,7 @@ from echoedge.convert.artefact import (
     INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, check_clips, output_errors, tool_versions,
     write_artefact,
 )
+from echoedge.convert.golden_vectors import write_golden_vectors
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.convert.tflite_int8 import FLOAT_OPS_IN_INT8, Int8ScopePlan, int8_scope, selective_int8
 from echoedge.convert.tflite_interpreter import (
@@ -326,6 +327,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "interpreter": "litert", "cases": int(len(golden)),
                                 "errors": vs_eager},
+            # Re-run by `echo-edge verify` (echoedge.validate.verify) in the same interpreter.
+            "golden": write_golden_vectors(tmp, golden, outs, "tflite", precision,
+                                           "this file in the litert interpreter, on the host that exported it"),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )

@@ -112,6 +112,12 @@ def _run_onnx2tf(onnx_path: Path, saved: Path) -> None:
     log = saved.parent / "onnx2tf.log"
     try:
         with captured_output(log):
+            # Keras names every layer from process-wide counters (model_201/tf.reshape_68/...), and
+            # the names land in the .tflite: reset them, so the same model gives the same bytes
+            # whatever was converted before in this process.
+            import tf_keras
+
+            tf_keras.backend.clear_session()
             onnx2tf.convert(
                 input_onnx_file_path=str(onnx_path),
                 output_folder_path=str(saved),

@@ -12,14 +12,18 @@ import hashlib
 import json
 import math
 import os
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from echoedge.data.clipspec import ClipSpec
-from echoedge.errors import CheckpointError, EchoEdgeError, first_line
+from echoedge.errors import CheckpointError, EchoEdgeError
 
 FORMAT_VERSION = 1
+# The tail of every "not a checkpoint" line: what the user should have passed.
+EXPECTED = "expected a .pt file written by `echo-edge train`"
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "e3net_paper_acquisition.pt"
 
 
@@ -99,15 +103,55 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(e, 160)})") from None
+        raise CheckpointError(f"{path}: not an echo-edge checkpoint ({_unreadable_kind(path, e)}); "
+                              f"{EXPECTED}") from None
     if not isinstance(payload, dict) or payload.get("format") != "echo-edge-checkpoint":
-        raise CheckpointError(f"{path}: not an echo-edge checkpoint")
+        what = ("a PyTorch file without echo-edge's format marker" if isinstance(payload, dict)
+                else f"a PyTorch file holding a {type(payload).__name__}, not a checkpoint's dict")
+        raise CheckpointError(f"{path}: not an echo-edge checkpoint ({what}); {EXPECTED}")
     for key in ("model_config", "clip_spec", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
     return payload
+
+
+UNSAFE = ("holding objects other than tensors and plain containers (refused: loading it could "
+          "run code)")
+
+
+def _unreadable_kind(path: Path, error: BaseException) -> str:
+    """What a file torch.load refused is, in the user's words, from its first bytes.
+
+    torch's own messages run for paragraphs (miniz's "internal error" advice, the weights_only
+    migration notes) and say nothing about what the file is, so the file is looked at instead.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    if size == 0:
+        return "empty file"
+    # weights_only=True refuses any pickled object that is not a tensor or plain container.
+    refused = type(error).__name__ == "UnpicklingError"
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):  # no end-of-archive record: cut short or damaged
+            return f"truncated or damaged zip archive, {size} bytes"
+        with zipfile.ZipFile(path) as z:
+            written_by_torch = any(n.endswith("/data.pkl") for n in z.namelist())
+        if not written_by_torch:
+            return "a zip archive, but not one written by torch.save"
+        if refused:
+            return f"a PyTorch file {UNSAFE}"
+        return "a damaged PyTorch file"
+    if head[:1] == b"\x80":  # a pickle protocol marker: torch.save's legacy format or a plain pickle
+        return f"a pickle {UNSAFE}" if refused else "a damaged or truncated pickle"
+    return f"unrecognised content, {size} bytes, neither a zip archive nor a pickle"
 
 
 def load_checkpoint(path: str | Path, expect_config: str | None = None) -> Checkpoint:

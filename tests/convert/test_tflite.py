@@ -246,7 +246,7 @@ def test_no_artefact_holds_a_flex_op_and_manifests_are_complete(artefacts):
         for tool in ("onnx", "onnx2tf", "tensorflow-cpu", "ai-edge-litert"):
             assert m.tool_versions[tool] != "not installed", tool
         assert (m.calibration_id is not None) == p.startswith("int8")
-        assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.tflite"]
+        assert sorted(p.name for p in folder.iterdir()) == ["golden.npz", "manifest.json", "model.tflite"]
 
 
 def test_manifests_carry_the_arena_and_int8_names_its_float_tensors(artefacts):
@@ -334,3 +334,53 @@ def test_export_cli_tflite_fp32_and_int8(tmp_path: Path, synth_root: Path, artef
     with open_runner(out / "tflite-fp32") as a, open_runner(out / "tflite-int8") as b:
         fa, fb = a(x), b(x)
     assert np.abs(fa[0] - fb[0]).max() <= INT8_EF_BOUND
+
+
+def test_rebuild_from_the_same_inputs_is_byte_identical(artefacts, deploy, calib, tmp_path, monkeypatch):
+    """fp32 and int8 once more from the fixture's deploy form and calibration set, the ONNX and
+    onnx2tf front end rebuilt too (its per-process cache emptied): the same bytes."""
+    import echoedge.convert.tflite_onnx2tf as fe_mod
+    from echoedge.convert.reproducible import build_fields
+
+    monkeypatch.setattr(fe_mod, "_FRONT_ENDS", {})
+    for p in ("fp32", "int8"):
+        again = tfl.export_tflite(deploy, SPEC, tmp_path / p, p, calib if p == "int8" else None, "a" * 64,
+                                  progress=False)
+        names = sorted(f.name for f in again.iterdir())
+        assert names == sorted(f.name for f in artefacts[p].iterdir()) == ["golden.npz", "manifest.json",
+                                                                             "model.tflite"]
+        for name in ("model.tflite", "golden.npz"):
+            assert (again / name).read_bytes() == (artefacts[p] / name).read_bytes(), (p, name)
+        m1, m2 = (json.loads((f / "manifest.json").read_text()) for f in (artefacts[p], again))
+        assert m1["content_sha256"] == m2["content_sha256"] == m1["model_sha256"]
+        assert m1["details"]["reproducibility"]["byte_identical_rebuild"] is True
+        for m in (m1, m2):  # what the manifest names as build records is all that differs
+            for dotted in build_fields("tflite"):
+                *parents, leaf = dotted.split(".")
+                node = m
+                for key in parents:
+                    node = node[key]
+                node.pop(leaf)
+        assert [k for k in m1["details"] if m1["details"][k] != m2["details"][k]] == []
+        assert m1 == m2
+
+
+def test_verify_reruns_the_golden_vectors_in_litert(artefacts, tmp_path, capsys):
+    import shutil
+
+    from echoedge.cli import main as cli_main
+
+    rc = cli_main(["verify", str(artefacts["fp32"]), str(artefacts["int8-full"])])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(out) == 2
+    for line, p in zip(out, ("fp32", "int8-full")):
+        assert line.startswith(f"PASS {artefacts[p]}: model.tflite sha256 matches; golden.npz sha256 "
+                               "matches; 3 golden cases in tflite-xnnpack (litert interpreter): max |err| 0 ")
+    bad = tmp_path / "fp32"
+    shutil.copytree(artefacts["fp32"], bad)
+    data = bytearray((bad / "golden.npz").read_bytes())
+    data[-200] ^= 0x10
+    (bad / "golden.npz").write_bytes(bytes(data))
+    assert cli_main(["verify", str(bad)]) == 1
+    assert capsys.readouterr().out.strip() == (f"FAIL {bad}: model.tflite sha256 matches; {bad / 'golden.npz'}: "
+                                               "sha256 does not match the manifest (golden vectors changed or corrupt)")
