@@ -144,6 +144,7 @@ def _group_alive(pgid: int) -> int:
 
 def inspect(out: Path) -> dict:
     """What a later `validate` (or `run --reuse`) would trust in `out`, and what else is there."""
+    from echoedge.atomic import is_leftover
     from echoedge.calibration import load_calibration_set
     from echoedge.convert.artefact import MANIFEST_NAME, find_artefacts, verify_artefact
     from echoedge.errors import EchoEdgeError
@@ -155,7 +156,8 @@ def inspect(out: Path) -> dict:
     for dirpath, dirnames, filenames in os.walk(out):
         d = Path(dirpath)
         for name in dirnames + filenames:
-            if name.startswith("."):
+            # A writer's temporary or backup; not other hidden files (run's lock file stays).
+            if is_leftover(name):
                 res["leftovers"].append(str((d / name).relative_to(out)))
         if MANIFEST_NAME not in filenames or d.name == "calibration":
             continue

@@ -45,6 +45,11 @@ def disk_full(path: str | Path, what: str | None = None) -> DiskFullError:
                          "nothing half-written was kept (free space, then run again)")
 
 
+def is_leftover(name: str) -> bool:
+    """`name` is a writer's hidden temporary or backup (`.NAME.tmp-PID-RAND`, `.NAME.old-PID-RAND`)."""
+    return _LEFTOVER.match(name) is not None
+
+
 def temp_sibling(path: str | Path, kind: str = "tmp") -> Path:
     """A hidden, unused name beside `path` on the same file system (so a rename is atomic)."""
     path = Path(path)
