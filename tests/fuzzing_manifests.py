@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,14 @@ ARTEFACT_HOT = {"schema_version": [2, 99, 0, -1, "1", True, 1.5], "model_sha256"
                 "zero_point": [1.5, "0", None, True], "shape": [[], [1, "x"], None, "1x4"]}
 
 
+def folder_of(folder: Path, files: dict[str, bytes]) -> Path:
+    """A new folder holding `files` (name -> bytes): a fuzzed case as the reader finds it on disk."""
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
 @st.composite
 def artefact_cases(draw: st.DrawFn) -> tuple[bytes, bytes]:
     manifest = draw(tampered_json(artefact_manifest(), ARTEFACT_HOT))
@@ -118,10 +127,7 @@ def check_artefact(case: tuple[bytes, bytes]) -> None:
 
     manifest, model = case
     with Workdir() as tmp:
-        folder = tmp / "executorch-int8"
-        folder.mkdir()
-        (folder / "manifest.json").write_bytes(manifest)
-        (folder / "model.pte").write_bytes(model)
+        folder = folder_of(tmp / "executorch-int8", {"manifest.json": manifest, "model.pte": model})
         CASES["manifest.json"] += 1
         m = expect_clean("manifest.json", ("manifest.json", "model.pte", str(folder)),
                          lambda: verify_artefact(folder))
@@ -238,10 +244,7 @@ def check_calibration(case: tuple[bytes, bytes]) -> None:
 
     manifest, npz = case
     with Workdir() as tmp:
-        folder = tmp / "calibration"
-        folder.mkdir()
-        (folder / "manifest.json").write_bytes(manifest)
-        (folder / "calibration.npz").write_bytes(npz)
+        folder = folder_of(tmp / "calibration", {"manifest.json": manifest, "calibration.npz": npz})
         CASES["calibration manifest"] += 1
         cs = expect_clean("calibration manifest", ("manifest.json", "calibration.npz"),
                           lambda: load_calibration_set(folder))
