@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sensitivity: keep one layer float (all-but, default) or quantize only it (only)")
     p.add_argument("--units", default=None, help="comma list of layers to sweep (default: all the recipe quantizes)")
     p.add_argument("--max-float", type=int, default=None, help="at most this many layers float in the budget search")
+    p.add_argument("--max-memory-mb", type=float, default=None, metavar="MB",
+                   help="activation-memory limit beside --budget: the search leaves a layer int8 when "
+                        "keeping it float would need more than MB of activations (estimated from the "
+                        "graph: int8 tensors 1 byte, float 4; the liveness peak); the emitted artefact's "
+                        "own figures are then recorded beside the limit")
     p.add_argument("--keep-float", default=None, metavar="UNITS",
                    help="comma list of layers: skip the search and emit exactly this mix (checked against "
                         "--budget in simulation, then measured); no sensitivity sweep needed")
@@ -75,7 +80,7 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
         parts=parse_parts(args.parts), split=args.split, videos=args.videos, clips_per_video=args.clips,
         calibration_clips=args.calibration_clips, budget=args.budget, mode=args.mode,
         units=tuple(u.strip() for u in args.units.split(",") if u.strip()) if args.units else None,
-        max_float=args.max_float, emit=not args.no_emit,
+        max_float=args.max_float, max_memory_mb=args.max_memory_mb, emit=not args.no_emit,
         keep_float=tuple(u.strip() for u in args.keep_float.split(",") if u.strip())
         if args.keep_float is not None else None,
         strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
@@ -93,6 +98,10 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
     for b in res.data.get("budget") or []:
         if not b["met"]:
             print(f"budget {b['budget']:g} not met for {b['format']} {b['precision']}: {b['reason']}")
+        elif b.get("memory"):
+            mem = b["memory"]
+            print(f"memory limit {mem['limit_mb']:g} MB, {b['format']} {b['precision']} mixed artefact: "
+                  f"graph peak {mem['graph_peak_mb']:.1f} MB ({'within' if mem['within_limit'] else 'OVER'})")
     for g in res.data.get("goal") or []:
         print(f"goal ({g['budget']:g} EF points, {g['speedup_goal']:g}x eager) {g['format']}: {g['status']}"
               + (f" by {g['candidate']}" if g["status"] == "met" else f" ({g['reason']})"))

@@ -44,6 +44,7 @@ class BudgetStep:
     mean_abs_def: float
     max_abs_def: float
     seconds: float
+    memory_mb: float | None = None  # estimated activation memory (`memory_budget`), with a limit
 
 
 @dataclass
@@ -65,9 +66,14 @@ class BudgetResult:
 
 def greedy_budget(evaluate: Callable[[list[str]], tuple[float, float]], ranking: Sequence[str],
                   budget: float, max_float: int | None = None,
-                  log: Callable[[str], None] = lambda s: None) -> tuple[list[str], list[BudgetStep]]:
+                  log: Callable[[str], None] = lambda s: None,
+                  fits: Callable[[list[str]], tuple[bool, float]] | None = None,
+                  ) -> tuple[list[str], list[BudgetStep]]:
     """The greedy search itself, on any `evaluate(kept_float) -> (mean, max |dEF|)`.
 
+    With `fits(kept_float) -> (within the memory limit, estimated MB)`, a unit whose float
+    activations would break the memory limit is passed over for the next one in the ranking
+    (keeping a unit float never lowers memory, so the all-int8 start must fit).
     Returns the kept-float list that meets the budget and every step tried; raises BudgetError.
     """
     if not (budget > 0 and np.isfinite(budget)):
@@ -77,30 +83,57 @@ def greedy_budget(evaluate: Callable[[list[str]], tuple[float, float]], ranking:
     limit = len(ranking) if max_float is None else min(int(max_float), len(ranking))
     steps: list[BudgetStep] = []
     kept: list[str] = []
+    passed_over: list[str] = []
+    memory = None
+    if fits is not None:
+        ok, memory = fits([])
+        if not ok:
+            raise BudgetError(f"memory limit cannot be met: the recipe with every unit int8 already needs "
+                              f"{memory:.1f} MB of activations (estimate); raise --max-memory-mb")
+    candidates = iter(ranking)
     while True:
         t0 = time.perf_counter()
         mean, mx = evaluate(list(kept))
-        steps.append(BudgetStep(list(kept), float(mean), float(mx), round(time.perf_counter() - t0, 2)))
-        log(f"budget: {len(kept)} unit(s) float -> mean |dEF| {mean:.3f} (budget {budget:g})")
+        steps.append(BudgetStep(list(kept), float(mean), float(mx), round(time.perf_counter() - t0, 2),
+                                None if memory is None else round(float(memory), 3)))
+        mem = "" if memory is None else f", {memory:.1f} MB activations (estimate)"
+        log(f"budget: {len(kept)} unit(s) float -> mean |dEF| {mean:.3f} (budget {budget:g}){mem}")
         if mean <= budget:
             return kept, steps
-        if len(kept) >= limit:
+        nxt = None
+        if len(kept) < limit:
+            for unit in candidates:
+                if fits is None:
+                    nxt = unit
+                    break
+                ok, mb = fits([*kept, unit])
+                if ok:
+                    nxt, memory = unit, mb
+                    break
+                passed_over.append(unit)
+                log(f"budget: {unit} stays int8: float it would need {mb:.1f} MB (over the memory limit)")
+        if nxt is None:
             best = min(steps, key=lambda s: s.mean_abs_def)
+            why = (f"; {len(passed_over)} unit(s) stayed int8 for the memory limit ({', '.join(passed_over)})"
+                   if passed_over else "")
             raise BudgetError(
                 f"EF budget {budget:g} cannot be met: with {len(kept)} of {len(ranking)} candidate "
                 f"unit(s) kept float the simulated mean |dEF| is still {mean:.3f} (best {best.mean_abs_def:.3f} "
-                f"with {len(best.kept_float)} float); raise the budget or widen the candidates")
-        kept.append(ranking[len(kept)])
+                f"with {len(best.kept_float)} float){why}; raise the budget or widen the candidates")
+        kept.append(nxt)
 
 
 def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: float,
                   ranking: Sequence[str] | Any, fmt: str = "executorch", precision: str = "int8",
                   ef_reference: np.ndarray | None = None, max_float: int | None = None,
                   progress: bool = False,
-                  log: Callable[[str], None] = lambda s: None) -> BudgetResult:
+                  log: Callable[[str], None] = lambda s: None,
+                  max_memory_mb: float | None = None) -> BudgetResult:
     """Greedy mixed precision in the simulation: keep units float in `ranking` order until the
     simulated mean |dEF| on `videos` is <= `budget`. `ranking` is a list of unit names or a
-    `sensitivity.SensitivityResult` (its ranking). Raises BudgetError when it cannot be met."""
+    `sensitivity.SensitivityResult` (its ranking). With `max_memory_mb`, units whose float
+    activations would break that limit (`memory_budget` estimate) stay int8. Raises BudgetError
+    when it cannot be met."""
     t_all = time.perf_counter()
     names = list(ranking.ranking() if hasattr(ranking, "ranking") else ranking)
     ref = _checked(deploy, videos, names, fmt, precision, ef_reference, progress, "ranking")
@@ -116,7 +149,8 @@ def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: fl
             known[(u.unit,)] = (u.mean_abs_def, u.max_abs_def)
 
     evaluate = _evaluator(deploy, videos, clips, fmt, precision, ref, progress, known)
-    kept, steps = greedy_budget(evaluate, names, budget, max_float, log)
+    fits = _memory_fits(deploy, videos, clips, fmt, precision, max_memory_mb)
+    kept, steps = greedy_budget(evaluate, names, budget, max_float, log, fits)
     fresh = sum(1 for st in steps if tuple(st.kept_float) not in known)
     return BudgetResult(float(budget), fmt, precision, kept, steps[-1].mean_abs_def, steps, fresh,
                         round(time.perf_counter() - t_all, 2), videos.split, videos.names)
@@ -125,17 +159,26 @@ def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: fl
 def evaluate_mix(deploy: Any, videos: Any, clips: np.ndarray | None, budget: float,
                  keep_float: Sequence[str], fmt: str = "executorch", precision: str = "int8",
                  ef_reference: np.ndarray | None = None, progress: bool = False,
-                 log: Callable[[str], None] = lambda s: None) -> BudgetResult:
+                 log: Callable[[str], None] = lambda s: None,
+                 max_memory_mb: float | None = None) -> BudgetResult:
     """A hand-picked mix, no search: the simulated mean |dEF| with exactly `keep_float` float.
 
     For a user who already knows which layers to keep float (from a sweep, or from experience);
-    raises BudgetError when the mix misses `budget`, like the search.
+    raises BudgetError when the mix misses `budget` (or `max_memory_mb`), like the search.
     """
     if not (budget > 0 and np.isfinite(budget)):
         raise EchoEdgeError(f"the EF budget must be a positive number of EF points, got {budget}")
     t0 = time.perf_counter()
     kept = list(dict.fromkeys(keep_float))
     ref = _checked(deploy, videos, kept, fmt, precision, ef_reference, progress, "--keep-float")
+    memory = None
+    fits = _memory_fits(deploy, videos, clips, fmt, precision, max_memory_mb)
+    if fits is not None:
+        ok, memory = fits(kept)
+        log(f"budget: the chosen mix needs {memory:.1f} MB of activations (estimate; limit {max_memory_mb:g} MB)")
+        if not ok:
+            raise BudgetError(f"memory limit {max_memory_mb:g} MB is not met by the chosen mix: it needs "
+                              f"{memory:.1f} MB of activations (estimate)")
     mean, mx = _evaluator(deploy, videos, clips, fmt, precision, ref, progress, {})(kept)
     log(f"budget: {len(kept)} chosen unit(s) float -> mean |dEF| {mean:.3f} (budget {budget:g})")
     if mean > budget:
@@ -143,7 +186,22 @@ def evaluate_mix(deploy: Any, videos: Any, clips: np.ndarray | None, budget: flo
                           f"float the simulated mean |dEF| is {mean:.3f}")
     wall = round(time.perf_counter() - t0, 2)
     return BudgetResult(float(budget), fmt, precision, kept, float(mean),
-                        [BudgetStep(kept, float(mean), float(mx), wall)], 1, wall, videos.split, videos.names)
+                        [BudgetStep(kept, float(mean), float(mx), wall, memory)], 1, wall, videos.split,
+                        videos.names)
+
+
+def _memory_fits(deploy: Any, videos: Any, clips: np.ndarray | None, fmt: str, precision: str,
+                 max_memory_mb: float | None) -> Callable[[list[str]], tuple[bool, float]] | None:
+    """The memory limit's check for the greedy search (None without a limit). Formats without
+    calibration clips (Core ML W8) get a zero clip of the videos' shape: only shapes matter."""
+    if max_memory_mb is None:
+        return None
+    from echoedge.quantdebug.memory_budget import memory_fits
+
+    if clips is None or len(clips) == 0:
+        sp = videos.spec
+        clips = np.zeros((1, sp.channels, sp.frames, sp.height, sp.width), dtype=np.float32)
+    return memory_fits(deploy, clips, fmt, precision, max_memory_mb)
 
 
 def _checked(deploy: Any, videos: Any, names: Sequence[str], fmt: str, precision: str,

@@ -63,6 +63,7 @@ class DebugQuantOptions:
     mode: str = "all-but"  # sensitivity: keep one unit float ("all-but") or only it int8 ("only")
     units: tuple[str, ...] | None = None  # restrict the sweep to these units
     max_float: int | None = None  # at most this many units float in the budget search
+    max_memory_mb: float | None = None  # the budget search's activation-memory limit (estimate)
     keep_float: tuple[str, ...] | None = None  # a hand-picked mix instead of the search (no sweep needed)
     emit: bool = True  # emit and measure the mixed artefacts
     strategies: tuple[str, ...] = ("random", "ef-stratified", "phase-aware")
@@ -121,6 +122,10 @@ def _check_options(opt: DebugQuantOptions) -> None:
     parse_parts(opt.parts)
     if not (opt.budget > 0 and np.isfinite(opt.budget)):
         raise EchoEdgeError(f"--budget must be a positive number of EF points, got {opt.budget}")
+    if opt.max_memory_mb is not None:
+        from echoedge.quantdebug.memory_budget import check_limit
+
+        check_limit(opt.max_memory_mb)
     if opt.mode not in MODES:
         raise EchoEdgeError(f"sensitivity mode must be one of {', '.join(MODES)}, got {opt.mode!r}")
     if opt.videos is not None and opt.videos < 1 or opt.clips_per_video < 1 or opt.calibration_clips < 1 \

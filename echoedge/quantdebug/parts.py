@@ -125,12 +125,13 @@ def run_budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps
                     f"{opt.budget:g} (simulated)")
                 searches[fam] = evaluate_mix(ctx.deploy, ctx.videos, clips, opt.budget, opt.keep_float,
                                              m.format, m.precision, ef_reference=ctx.ef_reference,
-                                             progress=opt.progress, log=log)
+                                             progress=opt.progress, log=log, max_memory_mb=opt.max_memory_mb)
             elif fam not in searches:
                 log(f"budget: {fam}, mean |dEF| <= {opt.budget:g} (simulated)")
                 searches[fam] = search_budget(ctx.deploy, ctx.videos, clips, opt.budget, sweeps[fam],
                                               m.format, m.precision, ef_reference=ctx.ef_reference,
-                                              max_float=opt.max_float, progress=opt.progress, log=log)
+                                              max_float=opt.max_float, progress=opt.progress, log=log,
+                                              max_memory_mb=opt.max_memory_mb)
             res = searches[fam]
         except BudgetError as e:
             searches[fam] = e
@@ -149,6 +150,8 @@ def run_budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps
                               m.precision, progress=opt.progress, overwrite=True)
             mixed[Path(path).name] = (Path(path), res.mean_abs_def)
             row["mixed"] = {"name": Path(path).name}
+            if opt.max_memory_mb is not None:
+                row["memory"] = memory_row(Path(path), res, opt.max_memory_mb)
         elif not res.kept_float:
             dq["notes"].append(f"{m.format} {m.precision}: the pure recipe already meets the budget "
                                "in simulation; no mixed artefact needed")
@@ -160,6 +163,20 @@ def run_budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps
         dq["notes"].append("budget: no artefact of a precision mixed precision applies to "
                            "(executorch int8, tflite int8, coreml w8)")
     dq["budget"] = rows
+
+
+def memory_row(folder: Path, res: Any, limit_mb: float) -> dict[str, Any]:
+    """The memory limit beside what the emitted mixed artefact states: the search's estimate, the
+    file's planned activation memory and its graph liveness peak (`convert.memory_plan`)."""
+    from echoedge.convert.artefact import read_manifest
+    from echoedge.convert.memory_plan import activation_plan
+
+    m = read_manifest(folder)
+    plan = activation_plan(folder / m.model_file, m.format)
+    return {"limit_mb": float(limit_mb), "estimate_mb": res.steps[-1].memory_mb,
+            "planned_mb": round(plan.planned_bytes / 1e6, 3), "planned_how": plan.how,
+            "graph_peak_mb": round(plan.graph_peak_bytes / 1e6, 3),
+            "within_limit": plan.graph_peak_bytes / 1e6 <= limit_mb}
 
 
 def check_keep_float(deploy: Any, keep_float: Sequence[str], manifests: Any) -> None:

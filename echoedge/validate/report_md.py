@@ -243,6 +243,12 @@ def render_debug_quant(dq: dict[str, Any]) -> str:
                            is not None else "")) if m else ""
                 out.append(f"- {b['format']} {b['precision']}: {len(b['kept_float'])} unit(s) float "
                            f"(simulated {b['simulated']:.3f}){real}: " + ", ".join(f"`{u}`" for u in b["kept_float"]))
+            mem = b.get("memory")
+            if mem:
+                out.append(f"  - memory limit {mem['limit_mb']:g} MB: search estimate {fmt(mem['estimate_mb'], '.1f')} MB; "
+                           f"the emitted file's graph liveness peak {mem['graph_peak_mb']:.1f} MB "
+                           f"({'within' if mem['within_limit'] else '**over**'} the limit), planned "
+                           f"{mem['planned_mb']:.1f} MB ({mem['planned_how']})")
         cands = dq.get("candidates")
         if cands:
             out += ["", "| candidate | runtime | float units | mean \\|ΔEF\\| | simulated | p50 ms | speed-up vs eager | "

@@ -86,6 +86,47 @@ def test_budget_must_be_positive(budget):
         greedy_budget(evaluate, ["a"], budget=budget)
 
 
+def test_memory_limit_passes_over_a_unit_and_keeps_the_next():
+    means = {(): 0.9, ("b",): 0.2}
+    memory = {(): 10.0, ("a",): 30.0, ("b",): 12.0}
+    log: list[str] = []
+    kept, steps = greedy_budget(lambda k: (means[tuple(k)], 1.0), ["a", "b", "c"], budget=0.3, log=log.append,
+                                fits=lambda k: (memory[tuple(k)] <= 20, memory[tuple(k)]))
+    assert kept == ["b"] and [s.memory_mb for s in steps] == [10.0, 12.0]
+    assert any("a stays int8" in line and "30.0 MB" in line for line in log)
+
+
+def test_memory_limit_that_nothing_meets_fails_clearly():
+    with pytest.raises(BudgetError, match="every unit int8 already needs 50.0 MB"):
+        greedy_budget(lambda k: (0.1, 0.1), ["a"], budget=0.3, fits=lambda k: (False, 50.0))
+    with pytest.raises(BudgetError, match=r"stayed int8 for the memory limit \(a, b\)"):
+        greedy_budget(lambda k: (0.9, 0.9), ["a", "b"], budget=0.3,
+                      fits=lambda k: (not k, 10.0 + 20 * len(k)))
+
+
+def test_activation_estimate_is_the_liveness_peak():
+    """x (1,1,8,8) -> conv (4 ch) -> relu -> conv (2 ch), float32: the peak is the relu step, where
+    the conv output (1024 B) and the relu output (1024 B) are alive at once."""
+    from torch import nn
+
+    from echoedge.quantdebug.memory_budget import estimate_activation_bytes
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
+    ep = torch.export.export(net, (torch.zeros(1, 1, 8, 8),))
+    assert estimate_activation_bytes(ep.module()) == 2048
+
+
+def test_int8_activations_estimate_below_float(fragile_model):
+    """ExecuTorch int8 recipe: observed outputs count 1 byte; keeping a conv float widens its output."""
+    from echoedge.quantdebug.memory_budget import memory_of_config
+
+    model, clips = fragile_model(), _clips(2, seed=3)
+    fp32 = memory_of_config(model, clips, "coreml", "w8")
+    int8 = memory_of_config(model, clips, "executorch", "int8")
+    conv2_float = memory_of_config(model, clips, "executorch", "int8", ["conv2"])
+    assert int8 < conv2_float <= fp32
+
+
 # ------------------------------------------------------------------- in the simulation
 @pytest.fixture(scope="module")
 def setup(synth_root, fragile_model):

@@ -108,7 +108,7 @@ def test_met_budget_emits_a_mixed_artefact_and_the_report_shows_the_section(firs
     shutil.copy(first_run[2] / "debug_quant.json", out / "debug_quant.json")
     shutil.copy(first_run[2] / dq["figures"]["calibration_size"], out / dq["figures"]["calibration_size"])
     rc = _run(tiny_job, synth_root, out, "--parts", "budget", "--keep-float", unit, "--budget", "10",
-              "--report", str(tiny_job["report"]))
+              "--max-memory-mb", "1000", "--report", str(tiny_job["report"]))
     assert rc == 0
     dq2 = json.loads((out / "debug_quant.json").read_text())
     # No sweep (the mix was given): the earlier run's sweep is kept with the other parts.
@@ -119,6 +119,10 @@ def test_met_budget_emits_a_mixed_artefact_and_the_report_shows_the_section(firs
     assert dq2["figures"]["calibration_size"] == dq["figures"]["calibration_size"]
     b = dq2["budget"][0]
     assert b["met"] and b["kept_float"] == [unit] and b["search"]["evaluations"] == 1
+    # The memory limit: the search's estimate and the emitted file's own figures beside it.
+    mem = b["memory"]
+    assert mem["limit_mb"] == 1000 and 0 < mem["estimate_mb"] and mem["within_limit"]
+    assert 0 < mem["graph_peak_mb"] <= 1000 and mem["planned_mb"] >= 0
     mixed = out / "artefacts" / "executorch-int8-mixed"
     man = json.loads((mixed / "manifest.json").read_text())
     assert man["details"]["quantization"]["recipe"]["kept_float"] == [unit]
@@ -159,6 +163,9 @@ def test_bad_input_is_one_line_and_exit_2(tiny_job, synth_root, tmp_path, capsys
     rc = _run(tiny_job, synth_root, tmp_path / "x", "--sizes", "8,x")
     e = err_lines()
     assert rc == 2 and len(e) == 1 and "8,x" in e[0]
+    rc = _run(tiny_job, synth_root, tmp_path / "x", "--parts", "budget", "--max-memory-mb", "-1")
+    e = err_lines()
+    assert rc == 2 and len(e) == 1 and "--max-memory-mb" in e[0]
     rc = _run(tiny_job, synth_root, tmp_path / "x", "--parts", "budget", "--keep-float", "encoder.nope")
     e = err_lines()
     assert rc == 2 and len(e) == 1 and "encoder.nope" in e[0] and "encoder.cnn.0.block.conv1" in e[0]
