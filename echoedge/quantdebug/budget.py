@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from echoedge.errors import EchoEdgeError
+from echoedge.quantdebug.memory_budget import limit_check
 
 # format -> the precision whose mixed form the converter emits
 MIXED_PRECISION = {"executorch": "int8", "tflite": "int8", "coreml": "w8"}
@@ -149,7 +150,7 @@ def search_budget(deploy: Any, videos: Any, clips: np.ndarray | None, budget: fl
             known[(u.unit,)] = (u.mean_abs_def, u.max_abs_def)
 
     evaluate = _evaluator(deploy, videos, clips, fmt, precision, ref, progress, known)
-    fits = _memory_fits(deploy, videos, clips, fmt, precision, max_memory_mb)
+    fits = limit_check(deploy, videos, clips, fmt, precision, max_memory_mb)
     kept, steps = greedy_budget(evaluate, names, budget, max_float, log, fits)
     fresh = sum(1 for st in steps if tuple(st.kept_float) not in known)
     return BudgetResult(float(budget), fmt, precision, kept, steps[-1].mean_abs_def, steps, fresh,
@@ -172,7 +173,7 @@ def evaluate_mix(deploy: Any, videos: Any, clips: np.ndarray | None, budget: flo
     kept = list(dict.fromkeys(keep_float))
     ref = _checked(deploy, videos, kept, fmt, precision, ef_reference, progress, "--keep-float")
     memory = None
-    fits = _memory_fits(deploy, videos, clips, fmt, precision, max_memory_mb)
+    fits = limit_check(deploy, videos, clips, fmt, precision, max_memory_mb)
     if fits is not None:
         ok, memory = fits(kept)
         log(f"budget: the chosen mix needs {memory:.1f} MB of activations (estimate; limit {max_memory_mb:g} MB)")
@@ -189,19 +190,6 @@ def evaluate_mix(deploy: Any, videos: Any, clips: np.ndarray | None, budget: flo
                         [BudgetStep(kept, float(mean), float(mx), wall, memory)], 1, wall, videos.split,
                         videos.names)
 
-
-def _memory_fits(deploy: Any, videos: Any, clips: np.ndarray | None, fmt: str, precision: str,
-                 max_memory_mb: float | None) -> Callable[[list[str]], tuple[bool, float]] | None:
-    """The memory limit's check for the greedy search (None without a limit). Formats without
-    calibration clips (Core ML W8) get a zero clip of the videos' shape: only shapes matter."""
-    if max_memory_mb is None:
-        return None
-    from echoedge.quantdebug.memory_budget import memory_fits
-
-    if clips is None or len(clips) == 0:
-        sp = videos.spec
-        clips = np.zeros((1, sp.channels, sp.frames, sp.height, sp.width), dtype=np.float32)
-    return memory_fits(deploy, clips, fmt, precision, max_memory_mb)
 
 
 def _checked(deploy: Any, videos: Any, names: Sequence[str], fmt: str, precision: str,

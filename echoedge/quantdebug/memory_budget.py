@@ -133,6 +133,18 @@ def memory_fits(deploy: Any, example: np.ndarray, fmt: str, precision: str,
     return fits
 
 
+def limit_check(deploy: Any, videos: Any, clips: np.ndarray | None, fmt: str, precision: str,
+                max_memory_mb: float | None) -> Callable[[Sequence[str]], tuple[bool, float]] | None:
+    """The memory limit's check for the budget search (None without a limit). Formats without
+    calibration clips (Core ML W8) get a zero clip of the videos' shape: only shapes matter."""
+    if max_memory_mb is None:
+        return None
+    if clips is None or len(clips) == 0:
+        sp = videos.spec
+        clips = np.zeros((1, sp.channels, sp.frames, sp.height, sp.width), dtype=np.float32)
+    return memory_fits(deploy, clips, fmt, precision, max_memory_mb)
+
+
 def check_limit(limit_mb: float) -> float:
     if not (limit_mb > 0 and np.isfinite(limit_mb)):
         raise EchoEdgeError(f"--max-memory-mb must be a positive number of MB, got {limit_mb:g}")
