@@ -67,3 +67,10 @@ class ClipSpec:
         if missing:
             raise EchoEdgeError(f"ClipSpec is missing fields: {', '.join(sorted(missing))}")
         return cls(**{k: d[k] for k in names})
+
+
+# EchoNet-Dynamic's own clip protocol (reference/echonet-format.md): 32 frames every 2nd frame,
+# 112 x 112, the grey video as three identical channels (the video ResNets are RGB networks),
+# normalised by the dataset's per-channel mean and sd (~32.5 and ~50 on every channel).
+ECHONET_DYNAMIC_SPEC = ClipSpec(frames=32, period=2, height=112, width=112, channels=3,
+                                mean=32.5, std=50.0)

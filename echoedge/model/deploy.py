@@ -29,7 +29,14 @@ Rewrites (x is (B, C, T, H, W); "frames" is its (B, T, C, H, W) view, folded to 
   (B, T/s, s*C*H*W) -- each block of s frames already *is* the stacked window, so there is no
   slicing at all (strided slicing, step 2, falls off XNNPACK on ExecuTorch and TFLite). With a
   temporal kernel of 1 and a stride s, the same block view keeps frame 0 of each block with a
-  step-1 slice. Any other temporal stride raises DeployError: this module does not emit one.
+  step-1 slice.
+- Conv3d, any other temporal stride s (overlapping strided windows, e.g. R(2+1)D's kernel 3,
+  stride 2, padding 1 in time): the same block view, zero-extended by concat when T plus padding
+  is not whole blocks; tap offset o of output frame t is frame t*s + o, i.e. block t + o // s,
+  slot o % s, so each tap is a step-1 slice (block offset, in-block position) and the taps are
+  stacked (or summed) as for stride 1 -- never a strided slice, never `F.pad`. Specialised to an
+  example, each tap's frames over a run of output frames are one slot of a block view of that
+  run's own real frames, so the zero frames go as they do for stride 1 (same size rule).
 - BatchNorm3d fed only by a Conv3d (found on the torch.fx graph, or inside an nn.Sequential when
   the model does not trace) is folded into that conv's weight and bias with its running
   statistics; element-wise activations fed only by such a conv are applied inside the rewrite.
@@ -39,7 +46,13 @@ Rewrites (x is (B, C, T, H, W); "frames" is its (B, T, C, H, W) view, folded to 
   reduced with `maximum` / `add` of step-1 slices of the block view (toolchain.md: reductions such
   as amax/mean are not delegated on ExecuTorch; element-wise ops are), then MaxPool2d / AvgPool2d
   does the spatial window. Temporal padding, dilation, ceil_mode growth or return_indices raise.
-- Any other 3D-specific module (ConvTranspose3d, adaptive or LP pooling, InstanceNorm3d, 3D
+- AdaptiveAvgPool3d / AdaptiveMaxPool3d to (1, 1, 1) (video classifiers' global pool): all T
+  frames as one window of the block view, joined with `add` / `maximum` (and a 1/T scale), then
+  a 2D average / max pool whose kernel is the whole frame.
+- torchvision's residual blocks (Conv -> BN -> in-place ReLU chains, `out += identity`, a 1x1x1
+  stride-2 Conv3d + BatchNorm3d shortcut) need nothing of their own: the chains fuse, the
+  in-place add and ReLU act on the rewrites' outputs, which are the model's own tensors.
+- Any other 3D-specific module (ConvTranspose3d, other adaptive or LP pooling, InstanceNorm3d, 3D
   padding, Conv3d subclasses whose forward is unknown) raises DeployError naming the module path
   and op. Functional calls (`F.conv3d` inside a forward) cannot be swapped module-wise, so when an
   example is given the deploy form is exported with `torch.export` and its graph scanned; a 3D op
@@ -57,7 +70,7 @@ scale, the scale being max(1, max |reference value|)).
 
 Modules: this one builds the deploy form (`to_deploy_form`: rewrite, specialise, check);
 `deploy_frames` holds the frame layout and temporal windows, `deploy_conv` the Conv3d rewrite,
-`deploy_bn_pool` the BatchNorm3d and pooling rewrites, `deploy_chains` what fuses into a conv,
+`deploy_bn_pool` the BatchNorm3d and pooling rewrites (global pools included), `deploy_chains` what fuses into a conv,
 `deploy_check` the equality check and the graph scan.
 """
 
@@ -68,7 +81,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from echoedge.model.deploy_bn_pool import BatchNorm3dAs2d, Pool3dAs2d
+from echoedge.model.deploy_bn_pool import (
+    BatchNorm3dAs2d, GlobalPool3dAs2d, Pool3dAs2d, check_global_pool3d,
+)
 from echoedge.model.deploy_chains import find_conv_chains, is_plain_bn3d, is_plain_conv3d
 from echoedge.model.deploy_check import assert_deploy_equal, run_eval, verify_2d_only
 from echoedge.model.deploy_conv import Conv3dAs2d, check_conv3d
@@ -77,6 +92,8 @@ from echoedge.model.network import OUTPUT_NAMES
 
 # 3D modules that are the identity in eval mode.
 _PASSTHROUGH_3D = (nn.Dropout3d,)
+# Rewritten when they pool to (1, 1, 1): the global pool of video classifiers' heads.
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)
 
 
 def _is_3d_specific(m: nn.Module) -> bool:
@@ -100,6 +117,11 @@ def unsupported_modules(model: nn.Module) -> list[str]:
         elif type(m) in (nn.MaxPool3d, nn.AvgPool3d):
             try:
                 Pool3dAs2d(m, where)
+            except DeployError as e:
+                bad.append(str(e))
+        elif type(m) in _GLOBAL_POOLS:
+            try:
+                check_global_pool3d(m, where)
             except DeployError as e:
                 bad.append(str(e))
         elif is_plain_bn3d(m) or isinstance(m, _PASSTHROUGH_3D):
@@ -143,6 +165,8 @@ def _rewrite_one(m: nn.Module, where: str) -> nn.Module | None:
         return BatchNorm3dAs2d(m)
     if type(m) in (nn.MaxPool3d, nn.AvgPool3d):
         return Pool3dAs2d(m, where)
+    if type(m) in _GLOBAL_POOLS:
+        return GlobalPool3dAs2d(m, where)
     return None
 
 

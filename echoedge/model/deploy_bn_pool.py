@@ -1,7 +1,9 @@
-"""BatchNorm3d and MaxPool3d / AvgPool3d as their 2D counterparts on frames.
+"""BatchNorm3d and MaxPool3d / AvgPool3d / global adaptive pools as 2D counterparts on frames.
 
 A BatchNorm3d that no Conv3d absorbs becomes a BatchNorm2d on the folded frames; a 3D pool reduces
-each time group with `maximum` / `add` of step-1 slices, then pools in 2D (echoedge.model.deploy).
+each time group with `maximum` / `add` of step-1 slices, then pools in 2D; a global pool
+(AdaptiveAvgPool3d / AdaptiveMaxPool3d to (1, 1, 1)) is the same with the whole clip as one
+window (echoedge.model.deploy).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from echoedge.model.deploy_frames import (
@@ -77,6 +80,45 @@ class Pool3dAs2d(Batched5D):
         return from_frames(y, b, t_out, self.contiguous_out)
 
 
+class GlobalPool3dAs2d(Batched5D):
+    """AdaptiveAvgPool3d / AdaptiveMaxPool3d to (1, 1, 1): the mean / max over (T, H, W).
+
+    Time first, as Pool3dAs2d does with a window of all T frames (one block, T step-1 slices
+    joined by `add` / `maximum`: reductions such as mean and amax are not delegated on
+    ExecuTorch, element-wise ops are), then a 2D pool whose kernel is the whole frame (global
+    average / max pooling, which every backend delegates). The kernel is read from the input's
+    shape, which the exported, static-shape program fixes.
+    """
+
+    def __init__(self, pool: nn.AdaptiveAvgPool3d | nn.AdaptiveMaxPool3d, where: str) -> None:
+        super().__init__()
+        check_global_pool3d(pool, where)
+        self.is_max = isinstance(pool, nn.AdaptiveMaxPool3d)
+
+    def forward5d(self, x: Tensor) -> Tensor:
+        x3, (b, c, t, h, w) = to_frames(x)
+        taps = split_taps(x3, TimeWindow(t, t), 1)
+        y = taps[0]
+        for xi in taps[1:]:
+            y = torch.maximum(y, xi) if self.is_max else y + xi
+        if not self.is_max and t > 1:
+            y = y * (1.0 / t)
+        y = y.reshape(b, c, h, w)
+        y = F.max_pool2d(y, (h, w)) if self.is_max else F.avg_pool2d(y, (h, w))
+        return from_frames(y, b, 1, self.contiguous_out)
+
+
+def check_global_pool3d(pool: nn.Module, where: str) -> None:
+    op = type(pool).__name__
+    size = pool.output_size
+    sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * 3
+    if sizes != (1, 1, 1):
+        raise DeployError(f"{where} ({op}): output size {size} has no 2D rewrite here (only the "
+                          f"global pool to (1, 1, 1))")
+    if getattr(pool, "return_indices", False):
+        raise DeployError(f"{where} ({op}): return_indices has no 2D rewrite")
+
+
 def _triple(v: Any) -> tuple[int, int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
 
@@ -95,4 +137,4 @@ def _check_pool3d(pool: nn.Module, k: tuple[int, ...], s: tuple[int, ...], p: tu
                           f"only kernel == stride (or kernel 1) avoids strided slicing")
 
 
-__all__ = ["BatchNorm3dAs2d", "Pool3dAs2d"]
+__all__ = ["BatchNorm3dAs2d", "GlobalPool3dAs2d", "Pool3dAs2d", "check_global_pool3d"]

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from echoedge.model.deploy_frames import (
-    Batched5D, DeployError, TimeWindow, check_time_window, from_frames, split_taps, stacked_taps,
-    to_frames,
+    Batched5D, DeployError, TimeWindow, block_slot, frames_every, from_frames, split_taps,
+    stacked_taps, to_frames,
 )
 
 
@@ -104,13 +104,22 @@ class Conv3dAs2d(Batched5D):
         weight, a per-tap sum just skips taps), and the runs are concatenated in time. Same
         numbers, and no zeros tensor: ExecuTorch computes those with a portable `full` kernel
         outside XNNPACK (splitting the delegate), and the fp32 TFLite/Core ML files embed them.
+
+        Overlapping strided windows (stride > 1, kernel != stride) are specialised the same way,
+        which also drops the zero frames that extend the block view to whole blocks: a tap's
+        frames over a run (every stride-th frame) are one slot of a block view of that run's
+        own real frames (`frames_every`). The kernel == stride and kernel-1 paths stay as they
+        are (measured on every backend).
         """
         win = self.window
-        if win.stride != 1 or (win.pad_before == 0 and win.pad_after == 0):
-            return  # no zeros are made: nothing to specialise
+        general = win.stride > 1 and win.kernel > 1 and not win.blocks_are_windows
+        if (win.stride != 1 and not general) or win.zero_frames(frames) == 0:
+            return  # no zeros are made, or a path kept as measured: nothing to specialise
         runs = _tap_runs(win, frames)
         if runs is None:  # an output frame would read padding only: keep the zero-padded form
             return
+        if general and not self._runs_fit_blocks(runs, frames):
+            return  # a tap's frames do not fit one block view of real frames: keep the zeros
         if self.stacked and frame_numel is not None:
             # Boundary runs of a stacked conv carry their own slice of the weight. Where those
             # copies outweigh the zero frames they replace (deep stages: few frames, many
@@ -119,7 +128,7 @@ class Conv3dAs2d(Batched5D):
             per_tap = full.weight.numel() // win.kernel
             extra = sum((b - a + 1) * per_tap for a, b in {(a, b) for *_, a, b in runs}
                         if (a, b) != (0, win.kernel - 1))
-            if extra > (win.pad_before + win.pad_after) * frame_numel:
+            if extra > win.zero_frames(frames) * frame_numel:
                 return
         self.frames = frames
         self.runs = runs
@@ -149,6 +158,18 @@ class Conv3dAs2d(Batched5D):
                     self.run_bias = nn.Parameter(bias.detach().clone().reshape(1, -1, 1, 1),
                                                  requires_grad=False)
 
+    def _first(self, t: int, i: int) -> int:
+        """The input frame that tap i of output frame t reads (negative: padding)."""
+        win = self.window
+        return t * win.stride - win.pad_before + i * win.dilation
+
+    def _runs_fit_blocks(self, runs: list[tuple[int, int, int, int]], frames: int) -> bool:
+        """Every tap's frames over its run (stacked) or span (per tap) are one block slot."""
+        spans = ([(t0, t1, i) for t0, t1, a, z in runs for i in range(a, z + 1)] if self.stacked
+                 else [(lo, hi, i) for i, (lo, hi) in tap_spans(runs).items()])
+        return all(block_slot(self._first(lo, i), hi - lo, self.window.stride, frames) is not None
+                   for lo, hi, i in spans)
+
     def _forward_runs(self, x3: Tensor, b: int, c: int, h: int, w: int) -> Tensor:
         win = self.window
         parts = []
@@ -156,8 +177,8 @@ class Conv3dAs2d(Batched5D):
         for t0, t1, a, z in self.runs:
             n = t1 - t0
             if self.stacked:
-                start = [t0 - win.pad_before + i * win.dilation for i in range(a, z + 1)]
-                taps = [x3[:, s:s + n] for s in start]
+                taps = [frames_every(x3, self._first(t0, i), n, win.stride)
+                        for i in range(a, z + 1)]
                 conv = self.convs[0] if (a, z) == (0, win.kernel - 1) else self.run_convs[f"{a}_{z}"]
                 xs = taps[0] if len(taps) == 1 else torch.cat(taps, dim=2)
                 y = conv(xs.reshape(b * n, len(taps) * c, h, w))
@@ -192,8 +213,9 @@ class Conv3dAs2d(Batched5D):
         win = self.window
         out = {}
         for i, (lo, hi) in sorted(tap_spans(self.runs).items()):
-            s, n = lo - win.pad_before + i * win.dilation, hi - lo
-            y = self.convs[i](x3[:, s:s + n].reshape(b * n, c, h, w))
+            n = hi - lo
+            xi = frames_every(x3, self._first(lo, i), n, win.stride)
+            y = self.convs[i](xi.reshape(b * n, c, h, w))
             out[i] = (lo, y.reshape(b, n, *y.shape[1:]))
         return out
 
@@ -229,14 +251,14 @@ def tap_spans(runs: Sequence[tuple[int, int, int, int]]) -> dict[int, tuple[int,
 
 
 def _tap_runs(win: TimeWindow, frames: int) -> list[tuple[int, int, int, int]] | None:
-    """Runs (t0, t1, a, b) of output frames of a stride-1 window whose real-frame taps are a..b.
+    """Runs (t0, t1, a, b) of output frames whose real-frame taps are a..b.
 
     Taps of a window are evenly spaced, so the ones inside [0, frames) are always a contiguous
     range; None when some output frame has none.
     """
     runs: list[tuple[int, int, int, int]] = []
     for t in range(win.out_frames(frames)):
-        idx = [t - win.pad_before + i * win.dilation for i in range(win.kernel)]
+        idx = [t * win.stride - win.pad_before + i * win.dilation for i in range(win.kernel)]
         valid = [i for i, j in enumerate(idx) if 0 <= j < frames]
         if not valid:
             return None
@@ -265,9 +287,7 @@ def check_conv3d(conv: nn.Conv3d, where: str) -> None:
     if conv.padding_mode != "zeros":
         raise DeployError(f"{where}: Conv3d with padding_mode={conv.padding_mode!r} has no 2D "
                           f"rewrite here (only zero padding)")
-    pads = _padding_pairs(conv)
-    check_time_window(TimeWindow(conv.kernel_size[0], conv.stride[0], conv.dilation[0],
-                                 *pads[0]), f"{where} (Conv3d)")
+    # Any temporal kernel, stride, dilation and zero padding has a rewrite (deploy_frames).
 
 
 __all__ = ["Conv3dAs2d", "check_conv3d", "fold_batchnorm"]

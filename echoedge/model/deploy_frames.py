@@ -36,19 +36,19 @@ class TimeWindow:
     def offsets(self) -> list[int]:
         return [i * self.dilation for i in range(self.kernel)]
 
+    def zero_frames(self, t: int) -> int:
+        """How many zero frames `block_view` concatenates for t input frames: the padding, and
+        for a stride > 1 the extension to whole blocks."""
+        padded = t + self.pad_before + self.pad_after
+        if self.stride == 1:
+            return padded - t
+        blocks = self.out_frames(t) + (self.dilation * (self.kernel - 1)) // self.stride
+        return padded - t + max(0, blocks * self.stride - padded)
+
     @property
     def blocks_are_windows(self) -> bool:
         """Each block of `stride` frames is exactly one window (no slicing needed)."""
         return self.stride == self.kernel and self.dilation == 1
-
-
-def check_time_window(win: TimeWindow, where: str) -> None:
-    if win.stride == 1 or win.kernel == 1 or win.stride == win.kernel:
-        return
-    raise DeployError(
-        f"{where}: temporal stride {win.stride} with temporal kernel {win.kernel} is neither 1 "
-        f"nor the kernel; overlapping strided windows would need strided slicing, which "
-        f"XNNPACK does not run (use kernel == stride in time, or stride 1)")
 
 
 def pad_frames(x3: Tensor, before: int, after: int) -> Tensor:
@@ -69,7 +69,11 @@ def pad_frames(x3: Tensor, before: int, after: int) -> Tensor:
 
 def block_view(x3: Tensor, win: TimeWindow, t_out: int) -> Tensor:
     """(B, T, F) -> (B, blocks, stride*F): frame j*stride + r sits in block j at slot r, so every
-    tap of every window is a step-1 slice (block q..q+t_out, slot r), whatever the stride."""
+    tap of every window is a step-1 slice (block q..q+t_out, slot r), whatever the stride,
+    kernel and dilation: tap offset o of output frame t reads padded frame t*stride + o, which is
+    block t + o // stride, slot o % stride. Frames past the last block no window reads are cut
+    off (a step-1 slice); when the frames run out before the last block (T + padding not a
+    multiple of the stride), the block view is zero-extended by concat."""
     b, _, f = x3.shape
     x3 = pad_frames(x3, win.pad_before, win.pad_after)
     if win.stride == 1:
@@ -98,6 +102,28 @@ def stacked_taps(x3: Tensor, win: TimeWindow, t_out: int) -> Tensor:
         return xb
     taps = [tap(xb, win, o, t_out, f) for o in win.offsets()]
     return taps[0] if len(taps) == 1 else torch.cat(taps, dim=2)
+
+
+def block_slot(first: int, n: int, stride: int, frames: int) -> int | None:
+    """A slot r such that frames first, first + stride, ... (n of them) are slot r of the n
+    blocks of frames [first - r, first - r + n*stride), all inside [0, frames); None if none."""
+    lo, hi = max(0, first + n * stride - frames), min(first, stride - 1)
+    return lo if lo <= hi else None
+
+
+def frames_every(x3: Tensor, first: int, n: int, stride: int) -> Tensor:
+    """Frames first, first + stride, ... (n of them) of a (B, T, F) view, by step-1 slices only:
+    a run of n*stride real frames viewed as n blocks, one slot of each (no zero frames)."""
+    if stride == 1:
+        return x3[:, first:first + n]
+    if n == 1:
+        return x3[:, first:first + 1]
+    b, t, f = x3.shape
+    r = block_slot(first, n, stride, t)
+    if r is None:  # Conv3dAs2d.specialise checks every run first
+        raise DeployError(f"frames {first}, +{stride}, ... ({n}) do not fit {t} frames as blocks")
+    xb = x3[:, first - r:first - r + n * stride].reshape(b, n, stride * f)
+    return xb[:, :, r * f:(r + 1) * f]
 
 
 def split_taps(x3: Tensor, win: TimeWindow, t_out: int) -> list[Tensor]:
@@ -134,6 +160,6 @@ class Batched5D(nn.Module):
 
 
 __all__ = [
-    "Batched5D", "DeployError", "TimeWindow", "block_view", "check_time_window", "from_frames",
+    "Batched5D", "DeployError", "TimeWindow", "block_slot", "block_view", "frames_every", "from_frames",
     "pad_frames", "split_taps", "stacked_taps", "tap", "to_frames",
 ]

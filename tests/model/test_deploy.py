@@ -244,14 +244,14 @@ class _Wrapped(nn.Module):
 
 
 @pytest.mark.parametrize("inner,op", [
-    (nn.Conv3d(2, 2, 3, stride=(2, 1, 1), padding=1), "Conv3d"),
+    (nn.AdaptiveMaxPool3d((2, 1, 1)), "AdaptiveMaxPool3d"),
     (nn.ConvTranspose3d(2, 2, 2, stride=2), "ConvTranspose3d"),
-    (nn.AdaptiveAvgPool3d(1), "AdaptiveAvgPool3d"),
+    (nn.AdaptiveAvgPool3d((1, 2, 2)), "AdaptiveAvgPool3d"),
     (nn.InstanceNorm3d(2), "InstanceNorm3d"),
     (nn.MaxPool3d((3, 2, 2), (2, 2, 2)), "MaxPool3d"),
     (nn.AvgPool3d((2, 2, 2), padding=1), "AvgPool3d"),
     (nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"), "Conv3d"),
-], ids=["conv_t2_k3", "convtranspose", "adaptivepool", "instancenorm", "maxpool_overlap",
+], ids=["adaptivemax_t2", "convtranspose", "adaptivepool_hw2", "instancenorm", "maxpool_overlap",
         "avgpool_tpad", "reflect_pad"])
 def test_unsupported_module_raises_deploy_error_naming_path_and_op(inner, op):
     with pytest.raises(DeployError) as err:
