@@ -110,6 +110,10 @@ def export(
     if int8_recipe not in RECIPES:
         raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
     plan = plan_exports(formats, precisions)
+    if any(f == "tflite-litert" for f, _ in plan):  # before minutes of calibration: is its env there?
+        from echoedge.convert.tflite_litert import litert_python
+
+        litert_python()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(checkpoint)
