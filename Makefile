@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.echo-edge-installed
 
-.PHONY: setup sysdeps demo test bench clean
+.PHONY: setup sysdeps demo test bench clean litert
 
 setup: sysdeps $(STAMP)
 
@@ -33,6 +33,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
+# litert-torch (the second TFLite route, `--format tflite-litert`) in its own environment: it
+# cannot share .venv (requirements-litert.txt says which pin clashes). About 2 GB; not part of
+# setup or test: tests/convert/test_tflite_litert.py skips without it.
+LITERT_VENV := .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.echo-edge-installed
+
+litert: $(LITERT_STAMP)
+
+$(LITERT_STAMP): requirements-litert.txt
+	@test -x $(LITERT_VENV)/bin/python || $(PYTHON) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/python -m pip install -q -r requirements-litert.txt
+	@touch $(LITERT_STAMP)
+
 demo: setup
 	$(VENV)/bin/echo-edge run
 
@@ -44,4 +57,4 @@ bench: setup
 	$(PY) bench/bench_eager.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LITERT_VENV) .pytest_cache

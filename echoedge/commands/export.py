@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
     data_arg(p)
     p.add_argument("--format", default="executorch",
-                   help="executorch | tflite | coreml (comma list or 'all'; default executorch)")
+                   help="executorch | tflite | coreml | tflite-litert (comma list or 'all'; default "
+                   "executorch). tflite converts through onnx2tf; tflite-litert through litert-torch "
+                   "(fp32, int8), run in its own environment that `make litert` creates, and is "
+                   "built only when named ('all' leaves it out)")
     p.add_argument("--precision", default="fp32,int8",
                    help="comma list of fp32, fp16 (tflite, coreml), int8 (executorch, tflite: "
                    "convs/FC int8, fragile ops float), int8-full (tflite: all-integer, int8 I/O), "
@@ -33,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-set", type=Path, default=None,
                    help="reuse a set written by `echo-edge calibrate` instead of drawing one")
     p.add_argument("--int8-recipe", default="conv-stages", choices=("conv-stages", "whole"),
-                   help="what int8 quantizes (executorch, tflite): conv-stages (default) = "
+                   help="what int8 quantizes (executorch, tflite, tflite-litert): conv-stages (default) = "
                    "Echo-E3Net's CNN stages, the rest float; whole = every conv and linear weight "
                    "int8 (about a quarter of the fp32 file; ExecuTorch's Linear layers with "
                    "dynamically quantized activations), the stem float on ExecuTorch")
@@ -46,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from echoedge.console import stderr_to
-    from echoedge.convert.export import CONVERTERS, PRECISIONS, export, parse_list
+    from echoedge.convert.export import CONVERTERS, DEFAULT_FORMATS, PRECISIONS, export, parse_list
 
-    formats = parse_list(args.format, tuple(CONVERTERS), "format")
+    formats = parse_list(args.format, tuple(CONVERTERS), "format", DEFAULT_FORMATS)
     precisions = parse_list(args.precision, PRECISIONS, "precision")
     checkpoint, data = resolve_checkpoint(args.checkpoint), resolve_data(args.data)
     chatter = args.out / "logs" / "export.log"

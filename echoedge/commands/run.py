@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     data_arg(p)
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
-    p.add_argument("--format", default="all", help="executorch | tflite | coreml (comma list or 'all'; "
-                   "formats not in this install are named in the report and skipped)")
+    p.add_argument("--format", default="all", help="executorch | tflite | coreml | tflite-litert (comma list or 'all'; "
+                   "formats not in this install are named in the report and skipped; 'all' leaves "
+                   "out tflite-litert, the litert-torch TFLite route: name it to build it)")
     # Literal (= echoedge.validate.pipeline.DEFAULT_PRECISIONS) so that --help imports nothing heavy.
     p.add_argument("--precision", default="fp32,int8,w8",
                    help="comma list; each format builds those it offers (default %(default)s: fp32 "
@@ -68,11 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from echoedge.convert.export import CONVERTERS, PRECISIONS, parse_list
+    from echoedge.convert.export import CONVERTERS, DEFAULT_FORMATS, PRECISIONS, parse_list
     from echoedge.validate.pipeline import run_job
     from echoedge.validate.report_md import summary_table, truth_lines
 
-    formats = parse_list(args.format, tuple(CONVERTERS), "format")
+    formats = parse_list(args.format, tuple(CONVERTERS), "format", DEFAULT_FORMATS)
     precisions = parse_list(args.precision, PRECISIONS, "precision")
     if args.jobs is not None and args.jobs < 1:
         raise EchoEdgeError("--jobs must be >= 1")

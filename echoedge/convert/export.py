@@ -21,8 +21,17 @@ from echoedge.errors import EchoEdgeError
 CONVERTERS: dict[str, tuple[tuple[str, ...], str]] = {
     "executorch": (("fp32", "int8"), "echoedge.convert.executorch:export_executorch"),
     "tflite": (("fp32", "fp16", "int8", "int8-full"), "echoedge.convert.tflite:export_tflite"),
+    # The second TFLite route (litert-torch, in its own environment; tflite_litert.py). Its
+    # artefacts are ordinary TFLite folders (manifest format "tflite").
+    "tflite-litert": (("fp32", "int8"), "echoedge.convert.tflite_litert:export_tflite_litert"),
     "coreml": (("fp32", "fp16", "w8", "w8a8"), "echoedge.convert.coreml:export_coreml"),
 }
+# Formats that "all" and the default job build: the litert-torch route is opt-in (it needs its own
+# environment, `make litert`, and minutes per precision); name it to get it.
+OPT_IN = ("tflite-litert",)
+DEFAULT_FORMATS = tuple(f for f in CONVERTERS if f not in OPT_IN)
+# The manifest format (and so the runner) of a converter whose name is not a format of its own.
+RUNS_AS = {"tflite-litert": "tflite"}
 # Precisions whose activations are quantized: they need the echo calibration set.
 CALIBRATED = ("int8", "int8-full", "w8a8")
 PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "w8", "w8a8")
@@ -44,10 +53,12 @@ def _converter(fmt: str) -> Callable[..., Path]:
     return getattr(importlib.import_module(module), func)
 
 
-def parse_list(text: str, known: tuple[str, ...], what: str) -> list[str]:
+def parse_list(text: str, known: tuple[str, ...], what: str,
+               all_items: tuple[str, ...] | None = None) -> list[str]:
+    """Comma list of `known` names; 'all' is `all_items` (default: every known name)."""
     items = [t.strip().lower() for t in text.split(",") if t.strip()]
     if "all" in items:
-        return list(known)
+        return list(all_items if all_items is not None else known)
     bad = [t for t in items if t not in known]
     if bad or not items:
         raise EchoEdgeError(f"unknown {what} {', '.join(bad) or '(none)'}; choose from {', '.join(known)}")
@@ -99,6 +110,10 @@ def export(
     if int8_recipe not in RECIPES:
         raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
     plan = plan_exports(formats, precisions)
+    if any(f == "tflite-litert" for f, _ in plan):  # before minutes of calibration: is its env there?
+        from echoedge.convert.tflite_litert import litert_python
+
+        litert_python()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ck = load_checkpoint(checkpoint)
@@ -142,8 +157,9 @@ def export(
         convert = _converter(fmt)
         target = out / f"{fmt}-{precision}"
         log(f"{fmt} {precision}: converting -> {target}")
-        # The int8 recipe is ExecuTorch's and TFLite's (Core ML's W8 stores every weight int8).
-        extra = {"recipe": int8_recipe} if precision == "int8" and fmt in ("executorch", "tflite") else {}
+        # The int8 recipe is ExecuTorch's and both TFLite routes' (Core ML's W8 stores every weight int8).
+        extra = ({"recipe": int8_recipe} if precision == "int8"
+                 and fmt in ("executorch", "tflite", "tflite-litert") else {})
         path = convert(deploy, ck.spec, target, precision, cs if precision in CALIBRATED else None,
                        ck.sha256, progress=progress, overwrite=overwrite, **extra)
         result.artefacts.append(Path(path))

@@ -57,14 +57,15 @@ class JobResult:
 
 def available_formats(formats: list[str]) -> tuple[list[str], dict[str, str]]:
     """Formats whose converter and runner modules are installed, and why the others are not."""
-    from echoedge.convert.export import CONVERTERS
+    from echoedge.convert.export import CONVERTERS, RUNS_AS
     from echoedge.validate.runner import RUNNERS
 
     ok, missing = [], {}
     for fmt in formats:
-        mods = [CONVERTERS[fmt][1].split(":")[0]] + ([RUNNERS[fmt].split(":")[0]] if fmt in RUNNERS else [])
+        runs_as = RUNS_AS.get(fmt, fmt)
+        mods = [CONVERTERS[fmt][1].split(":")[0]] + ([RUNNERS[runs_as].split(":")[0]] if runs_as in RUNNERS else [])
         absent = [m for m in mods if importlib.util.find_spec(m) is None]
-        if fmt not in RUNNERS:
+        if runs_as not in RUNNERS:
             absent.append("(no runner registered)")
         if absent:
             missing[fmt] = f"not in this install ({', '.join(absent)} missing)"
@@ -104,7 +105,7 @@ def run_job(
     process (conversion is mostly single-threaded Python: graph passes, onnx2tf, MIL passes).
     `int8_recipe` (echoedge.convert.int8_recipe.RECIPES; None: the default) is what ExecuTorch's
     and TFLite's int8 artefacts quantize."""
-    from echoedge.convert.export import CALIBRATED, CONVERTERS
+    from echoedge.convert.export import CALIBRATED, DEFAULT_FORMATS
     from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 
     int8_recipe = int8_recipe or DEFAULT_RECIPE
@@ -117,7 +118,7 @@ def run_job(
     timings: dict[str, float] = {}
     t_job = time.perf_counter()
 
-    formats = list(formats or CONVERTERS)
+    formats = list(formats or DEFAULT_FORMATS)
     precisions = list(precisions or DEFAULT_PRECISIONS.split(","))
     if gates is not None:  # fail on a bad gates file before minutes of conversion
         from echoedge.validate.gates import load_gates
