@@ -53,12 +53,14 @@ def _cmd_explore(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise EchoEdgeError(f"--runs must be >= 1, got {args.runs}")
     out = args.out if args.out is not None else Path("runs/explore") / args.artefact.name
-    with stderr_to(out / "logs" / "explore.log"):  # executorch / LiteRT chatter: off the console
+    # executorch / LiteRT / Model Explorer chatter goes to the log, for the server's lifetime too
+    # (a logger created inside the block keeps writing to it)
+    with stderr_to(out / "logs" / "explore.log"):
         res = explore(args.artefact, args.debug_quant, out, checkpoint=args.checkpoint,
                       latency=not args.no_latency, runs=args.runs, seed=args.seed, threads=args.threads)
-    for key, o in res.summary["overlays"].items():
-        print(f"{key:12s} {o['nodes']:5d} nodes  {res.out / o['file']}")
-    print(f"wrote {res.files['summary']}")
-    if args.serve:
-        serve(res, host=args.host, port=args.port, open_browser=args.open)
+        for key, o in res.summary["overlays"].items():
+            print(f"{key:12s} {o['nodes']:5d} nodes  {res.out / o['file']}", flush=True)
+        print(f"wrote {res.files['summary']}", flush=True)
+        if args.serve:
+            serve(res, host=args.host, port=args.port, open_browser=args.open)
     return 0

@@ -169,8 +169,11 @@ def latency_overlay(path: Path, graph: Any, manifest: Any, runs: int, seed: int,
 
 def explore(artefact: str | Path, debug_quant: str | Path | None = None, out: str | Path | None = None,
             checkpoint: str | Path | None = None, latency: bool = True, runs: int = 10, seed: int = 0,
-            threads: int = 2, log: Callable[[str], None] = print) -> ExploreResult:
-    """Write the node-data overlays and explore.json for one artefact folder into `out`."""
+            threads: int = 2, log: Callable[[str], None] = print, deploy: Any = None) -> ExploreResult:
+    """Write the node-data overlays and explore.json for one artefact folder into `out`.
+
+    `deploy` (the converted module itself) replaces loading the checkpoint to name the layers.
+    """
     from echoedge.atomic import write_text
     from echoedge.convert.artefact import read_manifest
     from echoedge.quantdebug.explore_nodes import read_graph
@@ -203,7 +206,9 @@ def explore(artefact: str | Path, debug_quant: str | Path | None = None, out: st
         if att:
             summary["attribution"] = {k: att[0][k] for k in ("total", "quantization", "conversion",
                                                              "bias_total", "simulation") if k in att[0]}
-        deploy, shape = _deploy_form(dq, manifest, checkpoint)
+        shape = list(manifest.inputs[0].shape)
+        if deploy is None:
+            deploy = _deploy_form(dq, manifest, checkpoint, shape)
         sens, info = sensitivity_overlay(dq, manifest, graph, deploy, shape)
         summary["sensitivity"] = info
         if sens is None:
@@ -232,8 +237,8 @@ def explore(artefact: str | Path, debug_quant: str | Path | None = None, out: st
     return ExploreResult(out, files, summary, model_path, summary["notes"])
 
 
-def _deploy_form(dq: dict[str, Any], manifest: Any, checkpoint: str | Path | None) -> tuple[Any, list[int]]:
-    """The checkpoint's deploy form (to name the file's convs) and the artefact's input shape."""
+def _deploy_form(dq: dict[str, Any], manifest: Any, checkpoint: str | Path | None, shape: list[int]) -> Any:
+    """The checkpoint's deploy form, to name the file's convs by module path."""
     import torch
 
     from echoedge.model.checkpoint import load_checkpoint
@@ -247,13 +252,11 @@ def _deploy_form(dq: dict[str, Any], manifest: Any, checkpoint: str | Path | Non
     if want and ck.sha256 != want:
         raise DataError(f"{path}: checkpoint sha256 {ck.sha256[:12]}, but the artefact was built from "
                         f"{want[:12]}; pass the checkpoint it was converted from")
-    shape = list(manifest.inputs[0].shape)
-    deploy = to_deploy_form(ck.model.eval(), example=torch.zeros(shape)).eval()
-    return deploy, shape
+    return to_deploy_form(ck.model.eval(), example=torch.zeros(shape)).eval()
 
 
-def serve(result: ExploreResult, host: str = "localhost", port: int = 8080, open_browser: bool = True) -> None:
-    """Start Model Explorer on the model file with the overlays loaded (blocks until Ctrl+C)."""
+def view_config(result: ExploreResult) -> Any:
+    """Model Explorer's config: the model file and every overlay file (the view's URL comes from it)."""
     try:
         import model_explorer
     except ImportError:
@@ -263,10 +266,18 @@ def serve(result: ExploreResult, host: str = "localhost", port: int = 8080, open
     for key, path in result.files.items():
         if key != "summary":
             cfg.add_node_data_from_path(str(path))
+    return cfg
+
+
+def serve(result: ExploreResult, host: str = "localhost", port: int = 8080, open_browser: bool = True) -> None:
+    """Start Model Explorer on the model file with the overlays loaded (blocks until Ctrl+C)."""
+    import model_explorer
+
+    cfg = view_config(result)
     # The .pte adapter is an extension module; .tflite's adapter is built in.
     ext = ["pte_adapter_model_explorer"] if result.model_path.suffix == ".pte" else []
     model_explorer.visualize_from_config(config=cfg, host=host, port=port, extensions=ext,
                                          no_open_in_browser=not open_browser)
 
 
-__all__ = ["ExploreResult", "conv_calls", "dtype_overlay", "explore", "map_convs", "node_data", "serve"]
+__all__ = ["ExploreResult", "conv_calls", "dtype_overlay", "explore", "map_convs", "node_data", "serve", "view_config"]
