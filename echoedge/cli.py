@@ -12,15 +12,15 @@ import argparse
 import sys
 
 from echoedge.commands import (
-    bridge, calibrate, data, debug_quant, evaluate, export, info, run, stream, stress, synth, train, validate,
-    verify,
+    bridge, calibrate, data, debug_quant, evaluate, explore, export, info, run, stream, stress, synth, train,
+    validate, verify,
 )
 from echoedge.atomic import DiskFullError, disk_full, is_disk_full
 from echoedge.errors import EchoEdgeError
 
 # The order `echo-edge --help` lists the commands in.
 COMMANDS = (run, synth, data, info, train, evaluate, calibrate, export, validate, verify, stress, stream,
-            bridge, debug_quant)
+            bridge, debug_quant, explore)
 
 
 def build_parser() -> argparse.ArgumentParser:
