@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_KEEP_FLOAT, int8_scope
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, WHOLE_KEEP_FLOAT, int8_scope
 
 
 def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
-              linear: bool = False) -> Any:
+              linear: bool = False, float_glue: Sequence[str] = ()) -> Any:
     keep = tuple(keep_float)
+    glue = set(float_glue)
 
     def quantize(node: Any) -> bool:
         stack = node.meta.get("nn_module_stack") or {}
         entries = list(stack.values())
         if not entries:  # parameters and constants: the op that consumes them decides
             return True
+        if str(entries[-1][0]) in glue:  # written in that module's own forward, not in a child
+            return False
         kind = entries[-1][1]
         name = kind.__name__ if isinstance(kind, type) else str(kind)
         if name.endswith("Linear") and not linear:  # attention projections on few tokens: cheap in float
@@ -46,7 +49,8 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
     accurate for this network. `keep_float` names module paths (and everything under them) kept
     float on top of the recipe: the mixed-precision artefacts of `echo-edge debug-quant`.
     The "whole" recipe quantizes every module (its convs static int8) but the stem, and gives the
-    Linear layers int8 weights with dynamically quantized activations.
+    Linear layers int8 weights with dynamically quantized activations (static where XNNPACK takes
+    only static); the ops written in WHOLE_FLOAT_GLUE modules' own forward stay float.
     """
     import dataclasses
 
@@ -65,18 +69,15 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
     )
     if recipe == "whole":
         keep = tuple(dict.fromkeys([*_present(model, WHOLE_KEEP_FLOAT), *keep_float]))
-        quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(_in_scope(None, keep, True))
+        glue = _present(model, WHOLE_FLOAT_GLUE)
+        quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(
+            _in_scope(None, keep, True, glue))
         quantizer.set_module_type(nn.Linear, get_symmetric_quantization_config(is_per_channel=True,
                                                                                is_dynamic=True))
         # A Linear on a 2-D input exports as addmm, which XNNPACK takes static but not dynamic:
         # dynamic, it stayed float on portable kernels. Those get static int8 like the convs.
-        # On Echo-E3Net that is E2FA's MLP, and it carries most of this recipe's EF drift: its input
-        # row mixes features of very different scales (means, maxima, variances, embeddings) that
-        # one per-tensor int8 scale crushes. PT2E simulation, shipped checkpoint, the 6 worst of 24
-        # TEST videos x 2 clips: mean |dEF| 1.99 as here, 0.33 with E2FA float, 0.32 with E2FA
-        # weight-only int8 -- but a weight-only program (dequantized weight into addmm) gave wrong
-        # EF once lowered (19.4 vs 41.2 simulated on one clip), so it is not used until that is
-        # understood.
+        # On Echo-E3Net that is E2FA's MLP; E2FA's own glue (its statistics row and output scaling)
+        # stays float (int8_recipe.WHOLE_FLOAT_GLUE says why and what it measured).
         static_linears = [n for n in _linears_on_2d_inputs(model, example) if not _kept(n, keep)]
         for name in static_linears:
             quantizer.set_module_name(name, config)
@@ -88,6 +89,8 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
             "int8_modules": "all",
             "float": ", ".join(keep) if keep else "none",
         }
+        if glue:
+            recipe_d["float_glue"] = list(glue)
         if static_linears:
             recipe_d["static_int8_linears"] = static_linears
         if keep_float:

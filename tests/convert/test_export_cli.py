@@ -43,6 +43,8 @@ def test_export_cli_writes_fp32_and_int8_with_one_calibration_set(tmp_path: Path
     weights = int8["details"]["weights"]
     assert int8["details"]["quantization"]["recipe"]["name"] == "whole"
     assert int8["details"]["quantization"]["recipe"]["float"] == "encoder.stem"
+    # E2FA's statistics row and output scaling stay float; its Linear layers are int8 (below).
+    assert int8["details"]["quantization"]["recipe"]["float_glue"] == ["fa"]
     assert weights["heavy_layers"] > 20
     assert len(weights["float_weight_layers"]) == 1, weights["float_weight_layers"]
     assert weights["int8_share"] >= 0.9, weights["bytes_by_dtype"]
