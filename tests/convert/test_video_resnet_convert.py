@@ -81,6 +81,7 @@ def _convert_and_check(fmt: str, precisions: tuple[str, str], tmp_path, arch: st
         assert np.abs(got - ref).max() <= bound, (fmt, precision, got, ref)
 
 
+@pytest.mark.slow  # ~80 s alone on 2 cores: XNNPACK lowering of ~40 convs, twice
 def test_executorch_fp32_and_int8(tmp_path):
     pytest.importorskip("executorch")
     _convert_and_check("executorch", ("fp32", "int8"), tmp_path)
