@@ -46,15 +46,31 @@ def resolve_data(path: Path | None) -> Path:
     return default_dataset()
 
 
-def resolve_checkpoint(path: Path | None) -> Path:
+def resolve_checkpoint(path: Path | None, model: str = "e3net") -> Path:
+    """--checkpoint, else the shipped Echo-E3Net checkpoint (a video ResNet needs one)."""
     if path is not None:
         return path
-    from echoedge.errors import CheckpointError
-    from echoedge.model.checkpoint import SHIPPED
+    from echoedge.model.registry import default_checkpoint
 
-    if not SHIPPED.is_file():
-        raise CheckpointError(f"{SHIPPED}: the shipped checkpoint is missing from this install")
-    return SHIPPED
+    return default_checkpoint(model)
+
+
+# Literal (= echoedge.model.registry.MODEL_NAMES, checked by tests) so --help imports nothing.
+MODEL_CHOICES = ("e3net", "r2plus1d_18", "r3d_18", "mc3_18")
+
+
+def model_arg(p: argparse.ArgumentParser) -> None:
+    """--model: which network the checkpoint holds (echoedge.model.registry)."""
+    p.add_argument(
+        "--model", default="e3net", choices=MODEL_CHOICES,
+        help="the network --checkpoint holds (default %(default)s, this project's Echo-E3Net, "
+        "with the shipped checkpoint when --checkpoint is left out). r2plus1d_18 | r3d_18 | "
+        "mc3_18: EchoNet-Dynamic's video ResNets (torchvision's layout, fc with 1 output), read "
+        "from its checkpoint.pt / best.pt or any state dict of that layout (a DataParallel "
+        "'module.' prefix and a 'state_dict' wrapper are fine); they need --checkpoint, eat "
+        "EchoNet-Dynamic's clips (3 channels: the grey video repeated, 32 frames every 2nd, "
+        "112 x 112) and produce EF only: EDV, ESV and landmarks read '–' in the reports",
+    )
 
 
 def calibration_data_arg(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import calibration_data_arg, data_arg, resolve_checkpoint, resolve_data
+from echoedge.commands.common import (
+    calibration_data_arg, data_arg, model_arg, resolve_checkpoint, resolve_data,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Each artefact is a folder ARTEFACTS/<format>-<precision>/ with the model file and "
         "manifest.json; writes are atomic (a failed conversion leaves no folder).",
     )
-    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="default: the shipped checkpoint (Echo-E3Net)")
+    model_arg(p)
     data_arg(p)
     p.add_argument("--format", default="executorch",
                    help="executorch | tflite | coreml | tflite-litert (comma list or 'all'; default "
@@ -37,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reuse a set written by `echo-edge calibrate` instead of drawing one")
     p.add_argument("--int8-recipe", default="conv-stages", choices=("conv-stages", "whole"),
                    help="what int8 quantizes (executorch, tflite, tflite-litert): conv-stages (default) = "
-                   "Echo-E3Net's CNN stages, the rest float; whole = every conv and linear weight "
+                   "Echo-E3Net's CNN stages, the rest float (a video ResNet: every conv, its fc float); whole = every conv and linear weight "
                    "int8 (about a quarter of the fp32 file; ExecuTorch's Linear layers with "
                    "dynamically quantized activations), the stem float on ExecuTorch")
     p.add_argument("--seed", type=int, default=0)
@@ -53,7 +57,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     formats = parse_list(args.format, tuple(CONVERTERS), "format", DEFAULT_FORMATS)
     precisions = parse_list(args.precision, PRECISIONS, "precision")
-    checkpoint, data = resolve_checkpoint(args.checkpoint), resolve_data(args.data)
+    checkpoint, data = resolve_checkpoint(args.checkpoint, args.model), resolve_data(args.data)
     chatter = args.out / "logs" / "export.log"
     print(f"toolchain messages -> {chatter}")
     with stderr_to(chatter):  # torchao, TensorFlow, coremltools: off the console
@@ -61,7 +65,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                      precisions, calibration=args.calibration, calibration_set=args.calibration_set,
                      seed=args.seed, overwrite=args.overwrite, cache_dir=args.cache_dir,
                      int8_recipe=args.int8_recipe, calibration_data=args.calibration_data,
-                     require_tracings=args.require_tracings)
+                     require_tracings=args.require_tracings, model=args.model)
     for path in res.artefacts:
         print(f"wrote {path}")
     return 0

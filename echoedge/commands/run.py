@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from echoedge.commands.common import calibration_data_arg, data_arg
+from echoedge.commands.common import calibration_data_arg, data_arg, model_arg, resolve_checkpoint
 from echoedge.commands.stress import add_stress_options, stress_options
 from echoedge.commands.validate import add_validate_options, validate_options
 from echoedge.errors import EchoEdgeError
@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit code 0 when every artefact passes its gates, 1 when one fails, 2 on an error.",
     )
     data_arg(p)
-    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped checkpoint")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="default: the shipped checkpoint (Echo-E3Net)")
+    model_arg(p)
     p.add_argument("--format", default="all", help="executorch | tflite | coreml | tflite-litert (comma list or 'all'; "
                    "formats not in this install are named in the report and skipped; 'all' leaves "
                    "out tflite-litert, the litert-torch TFLite route: name it to build it)")
@@ -82,11 +84,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opt.realtime = True  # the report's "smallest real-time hop" table (echoedge.validate.realtime)
     if args.stress:
         opt.stress = stress_options(args.stress_shifts, args.stress_levels, args.stress_precisions)
-    job = run_job(args.out, data=args.data, checkpoint=args.checkpoint, formats=formats,
+    # Before minutes of data generation: a video ResNet without --checkpoint is one line now.
+    checkpoint = resolve_checkpoint(args.checkpoint, args.model)
+    job = run_job(args.out, data=args.data, checkpoint=checkpoint, formats=formats,
                   precisions=precisions, calibration=args.calibration,
                   calibration_set=args.calibration_set, options=opt,
                   gates=args.gates, strict=args.strict, reuse=args.reuse, seed=args.seed,
-                  jobs=jobs, calibration_data=args.calibration_data, int8_recipe=args.int8_recipe)
+                  jobs=jobs, calibration_data=args.calibration_data, int8_recipe=args.int8_recipe,
+                  model=args.model)
     report = job.validation.report
     print()
     print(summary_table(report))

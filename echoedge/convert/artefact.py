@@ -32,7 +32,7 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 FORMATS = ("executorch", "coreml", "tflite")
 # Echo-E3Net's fixed output order (echoedge.model.network.OUTPUT_NAMES, repeated here so reading a
-# manifest never imports torch).
+# manifest never imports torch). An EF-only model's artefact has the first name only.
 OUTPUT_NAMES = ("ef", "edv", "esv", "ed_landmarks", "es_landmarks")
 INPUT_NAME = "clip"
 
@@ -67,7 +67,7 @@ class ArtefactManifest:
     model_file: str  # file name inside the artefact folder
     clip_spec: dict[str, Any]
     inputs: list[TensorSpec]
-    outputs: list[TensorSpec]  # in OUTPUT_NAMES order
+    outputs: list[TensorSpec]  # in OUTPUT_NAMES order (a prefix of it: ef first)
     source_checkpoint_sha256: str
     calibration_id: str | None = None  # None for float artefacts
     model_sha256: str = ""  # filled by write_artefact from the file itself
@@ -142,16 +142,27 @@ class ArtefactManifest:
         return tuple(self.inputs[0].shape)
 
 
+def output_names_for(n: int) -> tuple[str, ...]:
+    """The names of a model's `n` outputs: a prefix of OUTPUT_NAMES, EF always first.
+
+    Echo-E3Net returns all five; an EF-only model (EchoNet-Dynamic's video ResNets) returns
+    (ef,). EDV, ESV and landmarks are then not produced, and every later stage says so.
+    """
+    if not 1 <= n <= len(OUTPUT_NAMES):
+        raise EchoEdgeError(f"a model has 1 to {len(OUTPUT_NAMES)} outputs "
+                            f"({', '.join(OUTPUT_NAMES)}, EF first), got {n}")
+    return OUTPUT_NAMES[:n]
+
+
 def echo_tensor_specs(clip_shape: Sequence[int], output_shapes: Sequence[Sequence[int]],
                       dtype: str = "float32") -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs/outputs of an Echo-E3Net artefact with float I/O, from the shapes it was built with."""
-    if len(output_shapes) != len(OUTPUT_NAMES):
-        raise EchoEdgeError(f"an Echo-E3Net artefact has {len(OUTPUT_NAMES)} outputs "
-                            f"({', '.join(OUTPUT_NAMES)}), got {len(output_shapes)}")
+    """Inputs/outputs of an artefact with float I/O, from the shapes it was built with (outputs
+    named by `output_names_for`)."""
+    names = output_names_for(len(output_shapes))
     inputs = [TensorSpec(INPUT_NAME, [int(s) for s in clip_shape], dtype, "NCTHW")]
     outputs = [
         TensorSpec(name, [int(s) for s in shape], dtype, "N" if len(shape) == 1 else "NK2")
-        for name, shape in zip(OUTPUT_NAMES, output_shapes)
+        for name, shape in zip(names, output_shapes)
     ]
     return inputs, outputs
 

@@ -58,7 +58,7 @@ def _import_coremltools() -> Any:
 
 def convert_to_mlmodel(model: Any, example: Any, compute_precision: str) -> Any:
     """torch.export + coremltools.convert: an in-memory MLModel (not loadable for prediction
-    off macOS), input named 'clip', outputs named as Echo-E3Net's OUTPUT_NAMES when it has 5."""
+    off macOS), input named 'clip', outputs named by OUTPUT_NAMES (its first n: an EF-only model's is 'ef')."""
     import torch
 
     ct = _import_coremltools()
@@ -67,7 +67,8 @@ def convert_to_mlmodel(model: Any, example: Any, compute_precision: str) -> Any:
     _drop_aliases(ep)
     _positional_gelu_approximation(ep)
     n_out = len([s for s in ep.graph_signature.output_specs])
-    outputs = [ct.TensorType(name=n) for n in OUTPUT_NAMES] if n_out == len(OUTPUT_NAMES) else None
+    # Echo-E3Net's five, or the EF of an EF-only model: a prefix of OUTPUT_NAMES (artefact.py).
+    outputs = [ct.TensorType(name=n) for n in OUTPUT_NAMES[:n_out]] if n_out <= len(OUTPUT_NAMES) else None
     prec = {"fp32": ct.precision.FLOAT32, "fp16": ct.precision.FLOAT16}[compute_precision]
     return ct.convert(
         ep,

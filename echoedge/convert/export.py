@@ -85,7 +85,7 @@ def plan_exports(formats: list[str], precisions: list[str]) -> list[tuple[str, s
 
 
 def export(
-    checkpoint: Path,
+    checkpoint: Path | None,
     data: Path,
     out: Path,
     formats: list[str],
@@ -100,12 +100,16 @@ def export(
     int8_recipe: str = DEFAULT_RECIPE,
     calibration_data: Path | None = None,
     require_tracings: bool = False,
+    model: str = "e3net",
 ) -> ExportResult:
+    """`model` names what `checkpoint` holds (echoedge.model.registry; None checkpoint: the
+    shipped Echo-E3Net); the deploy form is of the model as the pipeline runs it (its outputs
+    tuple: Echo-E3Net's five, a video ResNet's EF)."""
     import torch
 
     from echoedge.calibration import build_calibration_set, load_calibration_set, save_calibration_set
-    from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.registry import open_model
 
     if int8_recipe not in RECIPES:
         raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
@@ -116,7 +120,8 @@ def export(
         litert_python()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ck = load_checkpoint(checkpoint)
+    ck = open_model(model, checkpoint)
+    checkpoint = ck.path
     result = ExportResult()
 
     needs_calib = any(p in CALIBRATED for _, p in plan)
@@ -147,7 +152,7 @@ def export(
         example = torch.from_numpy(cs.clips[:2].copy())
     else:
         example = torch.randn(ck.spec.input_shape(2), generator=torch.Generator().manual_seed(seed))
-    deploy = to_deploy_form(ck.model, example=example)
+    deploy = to_deploy_form(ck.runnable, example=example)
     check = getattr(deploy, "deploy_check", None)
     result.deploy_summary = check.summary() if check is not None else ""
     if result.deploy_summary:

@@ -60,9 +60,16 @@ def substitute_for_onnx2tf(model: Any, frames_layout: bool = True) -> tuple[Any,
         raise EchoEdgeError("onnx2tf mis-converts nn.MultiheadAttention (4D head tensors) at "
                             + ", ".join(bad) + "; write attention with per-head 3D tensors "
                             "(see echoedge.model.lhunet.attend)")
+    from echoedge.model.lhunet import LHUNetEncoder
+
     kinds = (HybridStage, ScaleTokens, PhaseDecoder)
-    if frames_layout:
+    # The frames layout enters at Echo-E3Net's encoder, or at a video ResNet (onnx2tf_video).
+    if frames_layout and any(isinstance(m, LHUNetEncoder) for m in model.modules()):
         return _frames_layout(model)
+    from echoedge.convert.onnx2tf_video import has_video_resnet, video_frames_layout
+
+    if has_video_resnet(model):
+        return video_frames_layout(model)
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
     if not targets:
         return model, []

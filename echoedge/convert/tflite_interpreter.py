@@ -90,8 +90,8 @@ def signature_io(it: Any, clip_shape: Sequence[int]) -> TFLiteIO:
         raise EchoEdgeError(f"the .tflite has {len(ins)} inputs, expected 1")
     in_key = next(iter(ins))
     keys = sorted(outs, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 99)
-    if len(keys) != len(OUTPUT_NAMES):
-        raise EchoEdgeError(f"the .tflite has {len(keys)} outputs, expected {len(OUTPUT_NAMES)}")
+    if not 1 <= len(keys) <= len(OUTPUT_NAMES):  # Echo-E3Net's five, or (ef,) of an EF-only model
+        raise EchoEdgeError(f"the .tflite has {len(keys)} outputs, expected 1 to {len(OUTPUT_NAMES)}")
 
     def quant(d: dict[str, Any]) -> tuple[float, int] | None:
         if d["dtype"] not in (np.int8, np.uint8):

@@ -97,6 +97,9 @@ class GlobalPool3dAs2d(Batched5D):
 
     def forward5d(self, x: Tensor) -> Tensor:
         x3, (b, c, t, h, w) = to_frames(x)
+        # Python ints: the TorchScript tracer (ONNX export) hands sizes over as tensors, and the
+        # window and kernel are static facts of the exported shape.
+        t, h, w = int(t), int(h), int(w)
         taps = split_taps(x3, TimeWindow(t, t), 1)
         y = taps[0]
         for xi in taps[1:]:

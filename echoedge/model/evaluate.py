@@ -30,6 +30,8 @@ Infer = Callable[[np.ndarray], Sequence[np.ndarray]]
 # How a landmark metric reads when no evaluated video is traced (reports use the same words).
 NO_TRACINGS = "n/a (no tracings)"
 NO_TRACED_FRAME_SEEN = "n/a (no clip holds a traced frame)"
+# What an EF-only model (a video ResNet) leaves out: EDV, ESV, landmarks.
+NOT_PRODUCED = "– (not produced by this model)"
 
 
 def landmark_text(value: float | None, n_traced: int | None, spec: str = ".2f", unit: str = " px"
@@ -48,8 +50,8 @@ class VideoPrediction:
     edv_true: float
     esv_true: float
     ef: float
-    edv: float
-    esv: float
+    edv: float | None  # None: not produced by this model (an EF-only video ResNet)
+    esv: float | None
     n_clips: int
     ef_clip_sd: float  # spread of EF over the video's clips
     ed_landmarks: list | None = None  # mean over clips that contain the traced ED frame
@@ -90,12 +92,14 @@ def predict_videos(
         for rec in records:
             frames = frames_source(rec)
             starts = eval_starts(len(frames), spec, clips_per_video)
+            # Echo-E3Net returns 5 outputs; an EF-only model (the video ResNets) returns (ef,):
+            # what it does not produce stays None, never a made-up number.
             outs: list[list[np.ndarray]] = [[] for _ in range(5)]
             for i in range(0, len(starts), batch_size):
                 clips = np.stack([extract_clip(frames, s, spec) for s in starts[i : i + batch_size]])
                 for k, o in enumerate(infer(clips)):
-                    outs[k].append(np.asarray(o))
-            ef, edv, esv, ed_lm, es_lm = (np.concatenate(o) for o in outs)
+                    outs[k].append(np.asarray(o).reshape(len(clips), *np.shape(o)[1:]))
+            ef, edv, esv, ed_lm, es_lm = (np.concatenate(o) if o else None for o in outs)
             preds.append(
                 VideoPrediction(
                     file_name=rec.file_name,
@@ -104,8 +108,8 @@ def predict_videos(
                     edv_true=float(rec.edv),
                     esv_true=float(rec.esv),
                     ef=float(ef.mean()),
-                    edv=float(edv.mean()),
-                    esv=float(esv.mean()),
+                    edv=None if edv is None else float(edv.mean()),
+                    esv=None if esv is None else float(esv.mean()),
                     n_clips=len(starts),
                     ef_clip_sd=float(ef.std()),
                     ed_landmarks=_landmarks_over(ed_lm, starts, rec.ed_frame, spec, clip_contains),
@@ -116,9 +120,9 @@ def predict_videos(
     return preds
 
 
-def _landmarks_over(lm: np.ndarray, starts: list[int], frame: int | None, spec: ClipSpec,
+def _landmarks_over(lm: np.ndarray | None, starts: list[int], frame: int | None, spec: ClipSpec,
                     contains: Callable[[int, int, ClipSpec], bool]) -> list | None:
-    if frame is None:
+    if frame is None or lm is None:
         return None
     sel = [i for i, s in enumerate(starts) if contains(s, frame, spec)]
     return lm[sel].mean(axis=0).round(5).tolist() if sel else None
@@ -133,14 +137,15 @@ class EvalResult:
     baseline_mae: float | None  # always predicting the baseline EF; None: no baseline
     train_mean_ef: float | None  # the baseline EF (the training EF mean), None: no baseline
     baseline: str  # EFBaseline.describe(): the EF and where it came from, or why there is none
-    edv_mae: float
-    esv_mae: float
+    edv_mae: float | None  # None: the model produces no EDV / ESV
+    esv_mae: float | None
     landmark_error_px: float | None  # None: no traced frame evaluated (see n_traced)
     n_traced: int  # evaluated videos with tracings
     checkpoint: str
     checkpoint_sha256: str
     data_fingerprint: str
     predictions: list[VideoPrediction] = field(default_factory=list)
+    ef_only: bool = False  # the model produces EF alone (EDV, ESV, landmarks: not produced)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -153,17 +158,23 @@ class EvalResult:
             f"    {band:>6} " + " ".join(f"{c:5d}" for c in row)
             for band, row in zip(("<40", "40-49", ">=50"), m.band_confusion)
         )
-        lm = landmark_text(self.landmark_error_px, self.n_traced)
+        lm = NOT_PRODUCED if self.ef_only else landmark_text(self.landmark_error_px, self.n_traced)
         base = f"baseline: {self.baseline}" + (
             f": MAE {self.baseline_mae:.2f}" if self.baseline_mae is not None else "")
         return (
             f"{self.split}: {self.n_videos} videos, {self.clips_per_video or 'all'} clips/video\n"
             f"  EF MAE {m.mae:.2f}  RMSE {m.rmse:.2f}  R2 {m.r2:.3f}  bias {m.bias:+.2f}\n"
             f"  {base}\n"
-            f"  EDV MAE {self.edv_mae:.1f} mL  ESV MAE {self.esv_mae:.1f} mL  landmarks {lm}\n"
+            f"  {_volumes_text(self.edv_mae, self.esv_mae)}  landmarks {lm}\n"
             f"  EF band agreement {100 * m.band_agreement:.1f}%  (rows truth, cols predicted)\n"
             f"           <40 40-49  >=50\n{conf}"
         )
+
+
+def _volumes_text(edv_mae: float | None, esv_mae: float | None) -> str:
+    if edv_mae is None and esv_mae is None:
+        return f"EDV/ESV {NOT_PRODUCED}"
+    return f"EDV MAE {edv_mae:.1f} mL  ESV MAE {esv_mae:.1f} mL"
 
 
 def landmark_error_px(preds: Sequence[VideoPrediction], records: Sequence[Any], spec: ClipSpec) -> float | None:
@@ -192,7 +203,9 @@ def summarise(preds: Sequence[VideoPrediction], records: Sequence[Any], spec: Cl
     truth = np.array([p.ef_true for p in preds])
     pred = np.array([p.ef for p in preds])
 
-    def vol_mae(t: str, q: str) -> float:
+    def vol_mae(t: str, q: str) -> float | None:
+        if any(getattr(p, q) is None for p in preds):
+            return None  # not produced by this model
         a = np.array([getattr(p, t) for p in preds])
         b = np.array([getattr(p, q) for p in preds])
         ok = np.isfinite(a)
@@ -214,6 +227,7 @@ def summarise(preds: Sequence[VideoPrediction], records: Sequence[Any], spec: Cl
         checkpoint_sha256=checkpoint_sha256,
         data_fingerprint=data_fingerprint,
         predictions=list(preds),
+        ef_only=bool(preds) and all(p.edv is None for p in preds),
     )
 
 
@@ -265,24 +279,32 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     progress: bool = True,
     require_tracings: bool = False,
+    model: str = "e3net",
 ) -> EvalResult:
     """`echo-edge evaluate`: per-video metrics of a checkpoint on one split, plus a baseline.
 
-    Only `split` must have videos; `require_tracings` applies EchoNet-Dynamic's rule."""
+    Only `split` must have videos; `require_tracings` applies EchoNet-Dynamic's rule. `model`
+    names the checkpoint's model (echoedge.model.registry); `expect_config` is Echo-E3Net's."""
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.config import check_clip_spec
+    from echoedge.model.registry import LoadedModel, get_model_entry, load
 
-    ck = load_checkpoint(checkpoint, expect_config=expect_config)
-    check_clip_spec(ck.config, ck.spec)
+    entry = get_model_entry(model)
+    if entry.family == "e3net":
+        raw = load_checkpoint(checkpoint, expect_config=expect_config)
+        check_clip_spec(raw.config, raw.spec)
+        ck = LoadedModel(entry, raw.model, raw.spec, raw.path, raw.sha256, dict(raw.meta), raw)
+    else:
+        ck = load(model, checkpoint)
     reader = EchoNet(Path(data), require_tracings=require_tracings)
     records = reader.records(split)
     if videos:
         records = records[:videos]
     baseline = resolve_baseline(ck, reader)
     cache = FrameCache(reader, Path(cache_dir) if cache_dir else None)
-    preds = predict_videos(eager_infer(ck.model), records, cache, ck.spec, clips_per_video,
+    preds = predict_videos(eager_infer(ck.runnable), records, cache, ck.spec, clips_per_video,
                            batch_size=batch_size, progress=progress, description=f"evaluating {split}")
     result = summarise(preds, records, ck.spec, baseline, split, clips_per_video,
                        checkpoint=str(checkpoint), checkpoint_sha256=ck.sha256,

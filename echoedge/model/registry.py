@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from echoedge.data.clipspec import ECHONET_DYNAMIC_SPEC, ClipSpec
-from echoedge.errors import EchoEdgeError
+from echoedge.errors import CheckpointError, EchoEdgeError
 from echoedge.model.config import clip_spec_for, get_config
 
 DEFAULT_MODEL = "e3net"
@@ -48,6 +48,33 @@ class LoadedModel:
     sha256: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     source: Any = None  # the Checkpoint / VideoCheckpoint it came from, when loaded
+    _runnable: Any = field(default=None, repr=False)
+
+    @property
+    def runnable(self) -> Any:
+        """The module every stage runs, converts and compares: forward returns the tuple of
+        `entry.outputs` (EF first, shape (B,)); the video ResNets are wrapped (EFOutputs)."""
+        if self._runnable is None:
+            if self.entry.family == "e3net":
+                self._runnable = self.model
+            else:
+                from echoedge.model.video_resnet import EFOutputs
+
+                self._runnable = EFOutputs(self.model).eval()
+        return self._runnable
+
+    @property
+    def train_ef_mean(self) -> float | None:
+        """The training EF mean the checkpoint records (the always-mean baseline); EchoNet-
+        Dynamic's files record none, so the dataset's TRAIN mean stands in (model.baseline)."""
+        return getattr(self.source, "train_ef_mean", None)
+
+    @property
+    def train_ef_videos(self) -> int | None:
+        return getattr(self.source, "train_ef_videos", None)
+
+    def produces(self, output: str) -> bool:
+        return output in self.entry.outputs
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -113,7 +140,10 @@ def load(name: str, path: str | Path) -> LoadedModel:
     if entry.family == "e3net":
         from echoedge.model.checkpoint import load_checkpoint
 
-        ck = load_checkpoint(path)
+        try:
+            ck = load_checkpoint(path)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{_video_hint(path)}") from None
         return LoadedModel(entry, ck.model, ck.spec, ck.path, ck.sha256, dict(ck.meta), ck)
     from echoedge.model.video_checkpoint import load_video_checkpoint
 
@@ -121,7 +151,45 @@ def load(name: str, path: str | Path) -> LoadedModel:
     return LoadedModel(entry, vk.model, vk.spec, vk.path, vk.sha256, dict(vk.meta), vk)
 
 
+def _video_hint(path: str | Path) -> str:
+    """"; it is a r3d_18 state dict: pass --model r3d_18" when the file is one, else ""."""
+    from echoedge.model.video_checkpoint import match_architecture, read_video_state
+
+    try:
+        state, _ = read_video_state(path)
+        arch, _ = match_architecture(state, Path(path))
+    except Exception:  # not a video ResNet either: the e3net message stands alone
+        return ""
+    return f"; it is a {arch} state dict: pass --model {arch}"
+
+
+def open_model(name: str | None, checkpoint: str | Path | None) -> LoadedModel:
+    """`--model NAME --checkpoint PATH` as every command reads them, in eval mode.
+
+    Echo-E3Net without a checkpoint is the shipped one; the video ResNets ship none (their
+    weights are EchoNet-Dynamic's, or a user's), so they need one. A checkpoint of another model
+    is one line (CheckpointError) naming the first mismatch.
+    """
+    entry = get_model_entry(name or DEFAULT_MODEL)
+    return load(entry.name, checkpoint if checkpoint is not None else default_checkpoint(entry.name))
+
+
+def default_checkpoint(name: str) -> Path:
+    """The checkpoint a command uses when none is given: the shipped one for Echo-E3Net; the
+    video ResNets ship none (CheckpointError, one line)."""
+    from echoedge.model.checkpoint import SHIPPED
+
+    entry = get_model_entry(name)
+    if entry.family != "e3net":
+        raise CheckpointError(f"--model {entry.name} needs --checkpoint: no {entry.name} weights "
+                              "ship with echo-edge (EchoNet-Dynamic's checkpoint.pt / best.pt, or "
+                              "any state dict of that layout)")
+    if not SHIPPED.is_file():
+        raise CheckpointError(f"{SHIPPED}: the shipped checkpoint is missing from this install")
+    return SHIPPED
+
+
 __all__ = [
-    "DEFAULT_MODEL", "LoadedModel", "MODELS", "MODEL_NAMES", "ModelEntry", "build",
-    "get_model_entry", "load",
+    "DEFAULT_MODEL", "LoadedModel", "default_checkpoint", "MODELS", "MODEL_NAMES", "ModelEntry", "build",
+    "get_model_entry", "load", "open_model",
 ]

@@ -194,6 +194,20 @@ def mc3_18(base_width: int = 64, outputs: int = 1, in_channels: int = 3) -> Vide
                        [Conv3DSimple] + [Conv3DNoTemporal] * 3, base_width, outputs)
 
 
+class EFOutputs(nn.Module):
+    """A one-output video ResNet as the pipeline runs every model: forward returns the tuple of
+    its outputs, here (ef,) with ef of shape (B,) in %, the first of Echo-E3Net's five, so that
+    runners, converters and reports index outputs alike (EDV, ESV and landmarks: not produced).
+    The wrapped network keeps torchvision's names under `net.`; checkpoints hold it unwrapped."""
+
+    def __init__(self, net: VideoResNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> tuple[Tensor]:
+        return (self.net(x)[:, 0],)
+
+
 BUILDERS: dict[str, Callable[..., VideoResNet]] = {
     "r2plus1d_18": r2plus1d_18, "r3d_18": r3d_18, "mc3_18": mc3_18,
 }
@@ -213,7 +227,7 @@ def build_video_resnet(arch: str, base_width: int = 64, outputs: int = 1,
 
 
 __all__ = [
-    "ARCHITECTURES", "BasicBlock", "Conv2Plus1D", "Conv3DNoTemporal", "Conv3DSimple",
+    "ARCHITECTURES", "BasicBlock", "EFOutputs", "Conv2Plus1D", "Conv3DNoTemporal", "Conv3DSimple",
     "EF_BIAS_INIT", "VideoResNet", "build_video_resnet", "mc3_18", "midplanes", "r2plus1d_18",
     "r3d_18",
 ]

@@ -155,6 +155,26 @@ def agreement(names: Sequence[str], truth: Sequence[float], reference: Sequence[
                      band_flips=band_flips(list(names), ref, tst))
 
 
+def other_output_deltas(test: Sequence[Any], ref: Sequence[Any], spec: Any) -> dict[str, Any]:
+    """EDV, ESV (mean |delta|, mL) and landmark (mean distance, px) agreement of per-video
+    predictions with the reference's; None for what the model does not produce (an EF-only
+    video ResNet) and, for landmarks, where no traced frame was seen."""
+    def mean_abs(name: str) -> float | None:
+        t, r = [getattr(p, name) for p in test], [getattr(p, name) for p in ref]
+        if any(v is None for v in [*t, *r]):
+            return None
+        return float(np.mean([abs(a - b) for a, b in zip(t, r)]))
+
+    scale = np.array([spec.width, spec.height], dtype=np.float64)
+    d = []
+    for t, r in zip(test, ref):
+        for a, b in ((t.ed_landmarks, r.ed_landmarks), (t.es_landmarks, r.es_landmarks)):
+            if a is not None and b is not None:
+                d.append(np.linalg.norm((np.asarray(a) - np.asarray(b)) * scale, axis=-1).mean())
+    return {"edv_mean_abs": mean_abs("edv"), "esv_mean_abs": mean_abs("esv"),
+            "landmark_delta_px": float(np.mean(d)) if d else None}
+
+
 def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)

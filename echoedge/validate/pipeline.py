@@ -100,11 +100,13 @@ def run_job(
     log: Callable[[str], None] = print,
     calibration_data: Path | None = None,
     int8_recipe: str | None = None,
+    model: str = "e3net",
 ) -> JobResult:
     """Run the main job into `out`; `jobs` > 1 converts that many formats at once, each in its own
     process (conversion is mostly single-threaded Python: graph passes, onnx2tf, MIL passes).
     `int8_recipe` (echoedge.convert.int8_recipe.RECIPES; None: the default) is what ExecuTorch's
-    and TFLite's int8 artefacts quantize."""
+    and TFLite's int8 artefacts quantize. `model` names what `checkpoint` holds
+    (echoedge.model.registry): the shipped Echo-E3Net when both are left out."""
     from echoedge.convert.export import CALIBRATED, DEFAULT_FORMATS
     from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 
@@ -143,13 +145,11 @@ def run_job(
         timings["data"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if checkpoint is None:
-            from echoedge.model.checkpoint import SHIPPED
+        from echoedge.model.registry import open_model
 
-            checkpoint = SHIPPED
-        from echoedge.model.checkpoint import load_checkpoint
-
-        ck = load_checkpoint(Path(checkpoint))
+        ck = open_model(model, checkpoint)
+        checkpoint = ck.path
+        log(f"model: {ck.entry.name} from {checkpoint}")
         timings["checkpoint"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -174,7 +174,8 @@ def run_job(
                 todo = [p for p in todo if p not in keep]
             if todo:
                 tasks.append(ExportTask(fmt, todo, Path(checkpoint), Path(data), art_dir, calibration,
-                                        calib_path, seed, opt.cache_dir, opt.progress, int8_recipe))
+                                        calib_path, seed, opt.cache_dir, opt.progress, int8_recipe,
+                                        model))
         t0 = time.perf_counter()
         for done in _run_exports(tasks, jobs, log):
             built += done.built
@@ -188,7 +189,7 @@ def run_job(
         folders = [art_dir / f"{f}-{p}" for f, p in pairs if f"{f}-{p}" not in failed]
         t0 = time.perf_counter()
         result = validate(folders, data, checkpoint, out, gates=gates, strict=strict, options=opt,
-                          extra_entries=extra, notes=notes, log=log)
+                          extra_entries=extra, notes=notes, log=log, model=model)
         timings["validate"] = time.perf_counter() - t0 - result.timings_s.get("report", 0.0)
         timings["report"] = result.timings_s.get("report", 0.0)
         timings["total"] = time.perf_counter() - t_job
@@ -212,6 +213,7 @@ class ExportTask:
     cache_dir: Path | None
     progress: bool
     int8_recipe: str | None = None  # None: the converters' default
+    model: str = "e3net"  # what `checkpoint` holds (echoedge.model.registry)
 
 
 @dataclass
@@ -246,6 +248,7 @@ def export_format(task: ExportTask, log: Callable[[str], None] = print) -> Expor
         res = export(task.checkpoint, task.data, art_dir, [fmt], todo, calibration=task.calibration,
                      calibration_set=task.calibration_set, seed=task.seed, overwrite=True,
                      cache_dir=task.cache_dir, progress=task.progress, log=export_log,
+                     model=task.model,
                      **({"int8_recipe": task.int8_recipe} if task.int8_recipe else {}))
         built = [p.name for p in res.artefacts]
     except KeyboardInterrupt:

@@ -89,7 +89,8 @@ def realtime_section(entries: list[dict[str, Any]], reference: dict[str, Any], c
     """The report's `realtime` section: per artefact and the reference (checkpoint `ck`), the p50
     inference at 1 and 2 threads, the update cost at hop 1, and the smallest sustained hop at each
     frame rate of the validated videos (`opt`: ValidateOptions, for the run's thread count)."""
-    model, spec, threads = ck.model, ck.spec, opt.threads
+    # The pipeline's form of the model (its outputs tuple), where `ck` is a registry LoadedModel.
+    model, spec, threads = getattr(ck, "runnable", ck.model), ck.spec, opt.threads
     from echoedge.console import captured_output
     from echoedge.validate.runner import EagerRunner, open_runner
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from echoedge import atomic
-from echoedge.validate.report_md import (columns, landmark_cell, load_note, memory_lines, status_rows,
+from echoedge.validate.report_md import (columns, fmt, landmark_cell, load_note, memory_lines, status_rows,
                                          truth_lines)
 
 STATUS_COLOURS = {"PASS": "#1a7f37", "FAIL_ACCURACY": "#cf222e", "FAIL_RUNTIME": "#cf222e",
@@ -226,7 +226,7 @@ def render_html(report: dict[str, Any]) -> str:
             frac = f.get("int8_op_fraction")
             parts.append(
                 f"<tr><td>{_e(e['name'])}</td><td>{ci('bias')}</td><td>{ci('loa_low')}</td><td>{ci('loa_high')}</td>"
-                f"<td>{vr['edv_mean_abs']:.2f}</td><td>{vr['esv_mean_abs']:.2f}</td>"
+                f"<td>{fmt(vr['edv_mean_abs'])}</td><td>{fmt(vr['esv_mean_abs'])}</td>"
                 f"<td>{_e(lm)}</td><td>{_e(lt)}</td>"
                 f"<td>{'not recorded' if frac is None else f'{100 * frac:.0f} %'}</td>"
                 f"<td>{_e(_or_dash(f.get('delegated_ops')))} / {_e(_or_dash(f.get('fallback_ops')))}</td>"

@@ -110,7 +110,8 @@ SCHEMA: dict[str, Any] = {"type": "object", "optional": {"stress": _STRESS}, "re
                 "bias_ci": _INTERVAL, "loa_low_ci": _INTERVAL, "loa_high_ci": _INTERVAL}},
             "band_agreement": NUM,
             "band_confusion": {"type": "array", "items": {"type": "array"}},
-            "edv_mean_abs": NUM, "esv_mean_abs": NUM, "landmark_delta_px": NUM_OR_NULL,
+            # null: not produced by the model (EchoNet-Dynamic's EF-only video ResNets)
+            "edv_mean_abs": NUM_OR_NULL, "esv_mean_abs": NUM_OR_NULL, "landmark_delta_px": NUM_OR_NULL,
             "worst": {"type": "array", "items": {"type": "object", "required": {
                 "file_name": ("string",), "ef_true": NUM, "ef_reference": NUM, "ef": NUM,
                 "delta_ef": NUM}}}}},

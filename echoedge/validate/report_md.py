@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from echoedge import atomic
-from echoedge.model.evaluate import NO_TRACED_FRAME_SEEN, NO_TRACINGS
+from echoedge.model.evaluate import NO_TRACED_FRAME_SEEN, NO_TRACINGS, NOT_PRODUCED
 
 STATUS_MARK = {"PASS": "✅ PASS", "FAIL_ACCURACY": "❌ FAIL_ACCURACY", "FAIL_RUNTIME": "❌ FAIL_RUNTIME",
                "SKIPPED_PLATFORM": "⏭️ SKIPPED_PLATFORM"}
@@ -33,13 +33,23 @@ def latency_cell(e: dict[str, Any]) -> str:
 
 
 def landmark_cell(value: float | None, report: dict[str, Any], spec: str = ".2f") -> str:
-    """A landmark figure, or why there is none ("n/a (no tracings)" on EF-only data)."""
+    """A landmark figure, or why there is none ("n/a (no tracings)" on EF-only data, "– (not
+    produced by this model)" for an EF-only model)."""
     if value is not None:
         return format(value, spec)
+    if not produces(report, "ed_landmarks"):
+        return NOT_PRODUCED
     n_traced = report["data"].get("n_traced")
     if n_traced is None:  # a report written before n_traced was recorded
         return "–"
     return NO_TRACINGS if n_traced == 0 else NO_TRACED_FRAME_SEEN
+
+
+def produces(report: dict[str, Any], output: str) -> bool:
+    """Whether the validated model has `output`; reports written before `reference.outputs`
+    was recorded are Echo-E3Net's, which has all five."""
+    outputs = report["reference"].get("outputs")
+    return outputs is None or output in outputs
 
 
 def truth_lines(report: dict[str, Any]) -> list[str]:
@@ -52,9 +62,13 @@ def truth_lines(report: dict[str, Any]) -> list[str]:
     traced = d.get("n_traced")
     traced = "" if traced is None or traced in (0, d["n_videos"]) else \
         f" ({traced} of {d['n_videos']} videos traced)"
-    lines = [f"Reference vs truth: EF MAE {fmt(vt['mae'])}, EDV MAE {fmt(vt.get('edv_mae'), '.1f')} mL, "
-             f"ESV MAE {fmt(vt.get('esv_mae'), '.1f')} mL, landmarks {lm}"
-             f"{' px' if vt.get('landmark_error_px') is not None else ''}{traced}"]
+    if produces(report, "edv"):
+        lines = [f"Reference vs truth: EF MAE {fmt(vt['mae'])}, EDV MAE {fmt(vt.get('edv_mae'), '.1f')} mL, "
+                 f"ESV MAE {fmt(vt.get('esv_mae'), '.1f')} mL, landmarks {lm}"
+                 f"{' px' if vt.get('landmark_error_px') is not None else ''}{traced}"]
+    else:  # an EF-only model (EchoNet-Dynamic's video ResNets)
+        lines = [f"Reference vs truth ({report['reference'].get('model')}, EF only): EF MAE "
+                 f"{fmt(vt['mae'])}; EDV, ESV, landmarks {NOT_PRODUCED}"]
     b = report.get("baseline")
     if b is not None:  # reports written before the baseline was recorded lack it
         lines.append(f"Baseline: {b['description']}" + (f": EF MAE {b['mae']:.2f}" if b.get("mae") is not None else ""))

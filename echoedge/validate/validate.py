@@ -85,8 +85,11 @@ def validate(
     extra_entries: Sequence[dict[str, Any]] = (),
     notes: Sequence[str] = (),
     log: Callable[[str], None] = print,
+    model: str = "e3net",
 ) -> ValidationResult:
     """Validate the artefact folders at or below `artefacts`; write the four report files to `out`.
+
+    `model` names what `checkpoint` (the reference) holds, echoedge.model.registry.
 
     `extra_entries` are artefact entries decided before validation (a conversion that failed in
     `echo-edge run`); they appear in the report with their status.
@@ -95,7 +98,7 @@ def validate(
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.model.baseline import resolve_baseline
-    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.model.registry import load
     from echoedge.validate.latency import TimedRunner, host_fingerprint
     from echoedge.validate.memory import memory_entry
     from echoedge.validate.runner import EagerRunner
@@ -105,7 +108,7 @@ def validate(
     folders = _collect(artefacts, find_artefacts)
     if not folders and not extra_entries:
         raise EchoEdgeError(f"{_show(artefacts)}: no artefact folders (with manifest.json) found")
-    ck = load_checkpoint(Path(checkpoint))
+    ck = load(model, Path(checkpoint))
     _check_sources(folders, ck, Path(checkpoint))
 
     reader = EchoNet(Path(data), require_tracings=opt.require_tracings)
@@ -128,7 +131,8 @@ def validate(
     t0 = time.perf_counter()
     log(f"reference: eager fp32 {Path(checkpoint).name} on {len(records)} {opt.split} videos "
         f"x {opt.clips_per_video or 'all'} clips")
-    ref_runner = TimedRunner(EagerRunner(ck.model, threads=opt.threads, name="reference"))
+    ref_runner = TimedRunner(EagerRunner(ck.runnable, threads=opt.threads, name="reference",
+                                         clip_shape=ck.spec.input_shape()[1:]))
     ref_preds = _predict(ref_runner, records, frames, ck.spec, opt, "reference fp32 (eager)", batch_size=1)
     ref_latency = _latency(ref_runner, latency_clip, opt)
     ref_eval = _summary(ref_preds, records, ck.spec, baseline, opt)
@@ -140,6 +144,9 @@ def validate(
         "precision": "fp32",
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": ck.sha256,
+        # Which network, and what it produces: an EF-only model's EDV/ESV/landmarks are null.
+        "model": ck.entry.name,
+        "outputs": list(ck.entry.outputs),
         "vs_truth": ref_eval,
         "latency": ref_latency,
         "predictions": [{"file_name": p.file_name, "ef_true": p.ef_true, "ef": p.ef,
@@ -166,7 +173,7 @@ def validate(
         from echoedge.validate.stress import run_stress
 
         t0 = time.perf_counter()
-        stress = run_stress(entries, ck.model, records, frames, ck.spec, opt, opt.stress, log, chatter)
+        stress = run_stress(entries, ck.runnable, records, frames, ck.spec, opt, opt.stress, log, chatter)
         timings["stress"] = time.perf_counter() - t0
     realtime = None
     if opt.realtime:  # echoedge.validate.realtime; measures only the thread count not yet timed
@@ -350,7 +357,7 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
                   chatter: Path | None = None) -> dict[str, Any]:
     from echoedge.convert.artefact import read_manifest, verify_artefact
     from echoedge.console import captured_output
-    from echoedge.validate.agreement import agreement
+    from echoedge.validate.agreement import agreement, other_output_deltas
     from echoedge.validate.latency import TimedRunner
     from echoedge.validate.runner import open_runner
 
@@ -415,9 +422,7 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
     agr = agreement(names, [p.ef_true for p in ref_preds], [p.ef for p in ref_preds],
                     [p.ef for p in test], bootstrap=opt.bootstrap, seed=opt.seed, worst_n=opt.worst_n)
     vs_ref = agr.to_dict()
-    vs_ref["edv_mean_abs"] = float(np.mean([abs(t.edv - r.edv) for t, r in zip(test, ref_preds)]))
-    vs_ref["esv_mean_abs"] = float(np.mean([abs(t.esv - r.esv) for t, r in zip(test, ref_preds)]))
-    vs_ref["landmark_delta_px"] = _landmark_delta_px(test, ref_preds, spec)
+    vs_ref.update(other_output_deltas(test, ref_preds, spec))
     entry.update(run_status="ok", status="PASS", stage=None, reason=None,
                  vs_truth=_summary(preds, records, spec, baseline, opt), vs_reference=vs_ref,
                  predictions=[{"file_name": p.file_name, "ef": p.ef, "edv": p.edv, "esv": p.esv}
@@ -426,17 +431,6 @@ def _validate_one(folder: Path, records: list, frames: Any, spec: Any, ref_preds
         f"band agreement {100 * agr.band_agreement:.1f} %"
         + (f", p50 {entry['latency']['p50_ms']:.1f} ms" if entry["latency"] else ""))
     return entry
-
-
-def _landmark_delta_px(test: list, ref: list, spec: Any) -> float | None:
-    """Mean pixel distance between artefact and reference landmarks (traced frames only)."""
-    scale = np.array([spec.width, spec.height], dtype=np.float64)
-    d = []
-    for t, r in zip(test, ref):
-        for a, b in ((t.ed_landmarks, r.ed_landmarks), (t.es_landmarks, r.es_landmarks)):
-            if a is not None and b is not None:
-                d.append(np.linalg.norm((np.asarray(a) - np.asarray(b)) * scale, axis=-1).mean())
-    return float(np.mean(d)) if d else None
 
 
 def _rank(value: str, order: tuple[str, ...]) -> int:

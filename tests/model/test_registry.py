@@ -78,3 +78,30 @@ def test_registry_imports_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported'; print(len(r.MODEL_NAMES))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "4"
+
+
+def test_cli_model_choices_are_the_registry_names():
+    from echoedge.commands.common import MODEL_CHOICES
+
+    assert MODEL_CHOICES == MODEL_NAMES
+
+
+def test_runnable_returns_the_outputs_tuple_with_ef_first(tmp_path):
+    from echoedge.model.registry import open_model
+
+    torch.manual_seed(2)
+    net = build_video_resnet("mc3_18", base_width=4).eval()
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "mc3.pt")
+    loaded = open_model("mc3_18", tmp_path / "mc3.pt")
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        (ef,) = loaded.runnable(x)
+        assert torch.equal(ef, net(x)[:, 0])  # (B,), as Echo-E3Net's EF
+    assert loaded.train_ef_mean is None and not loaded.produces("edv")
+    shipped = open_model(None, None)
+    assert shipped.entry.name == "e3net" and shipped.runnable is shipped.model
+    assert shipped.produces("ed_landmarks")
+    with pytest.raises(CheckpointError, match="--model r2plus1d_18 needs --checkpoint"):
+        open_model("r2plus1d_18", None)
+    with pytest.raises(CheckpointError, match="it is a mc3_18 state dict: pass --model mc3_18"):
+        open_model("e3net", tmp_path / "mc3.pt")
