@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    OUTPUT_NAMES, ArtefactManifest, check_clips, echo_tensor_specs, output_errors,
+    OUTPUT_NAMES, ArtefactManifest, echo_tensor_specs, output_errors,
     tool_versions, write_artefact,
 )
 from echoedge.convert.coreml_mlprogram import (
@@ -42,7 +42,7 @@ from echoedge.convert.coreml_mlprogram import (
 from echoedge.convert.coreml_quantize import (
     W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations, quantize_weights,
 )
-from echoedge.convert.golden_vectors import write_golden_vectors
+from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
@@ -51,7 +51,6 @@ CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
 GOLDEN_THREADS = 2
 RUNTIME = "coreml"
 MODEL_FILE = "model.mlpackage"
-GOLDEN_CASES = 3
 W8A8_ROUTE = "interpreted-activation-ranges"
 
 
@@ -88,15 +87,9 @@ def export_coreml(
     if keep_float:
         float_params = _keep_float_params(model, keep_float, precision, out_dir)
     clip_shape = tuple(spec.input_shape(1))
-    clips = None
-    if precision == "w8a8":
-        clips = check_clips(calibration.clips, clip_shape, "calibration set")
-    if golden_inputs is not None:
-        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
-    elif calibration is not None:
-        golden = check_clips(calibration.clips, clip_shape, "calibration set")[:GOLDEN_CASES]
-    else:
-        golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
+    clips, golden = calibration_and_golden(calibration, golden_inputs, clip_shape)
+    if precision != "w8a8":
+        clips = None  # only W8A8 calibrates; the others take golden clips from a given set
 
     def build(tmp: Path) -> ArtefactManifest:
         return _build(model, spec, tmp, precision, clips, calibration, golden,

@@ -27,9 +27,10 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    OUTPUT_NAMES, ArtefactManifest, check_clips, echo_tensor_specs, output_errors, tool_versions,
+    OUTPUT_NAMES, ArtefactManifest, echo_tensor_specs, output_errors, tool_versions,
     write_artefact,
 )
+from echoedge.convert.golden_vectors import calibration_and_golden
 from echoedge.convert.executorch_quantizer import quantizer_for
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.data.clipspec import ClipSpec
@@ -39,7 +40,6 @@ PRECISIONS = ("fp32", "int8")
 RUNTIME = "executorch-xnnpack"
 MODEL_FILE = "model.pte"
 BUNDLE_FILE = "model.bpte"
-GOLDEN_CASES = 3
 # Tolerances a device should verify model.bpte with. The expected outputs come from XNNPACK on
 # the host; another CPU's kernels round differently (fp32: summation order; int8: requantization
 # of intermediate activations can move by one step), so these are loose on purpose.
@@ -104,13 +104,7 @@ def export_executorch(
             raise EchoEdgeError(f"{out_dir}: keep_float names modules the model does not have: "
                                 f"{', '.join(unknown)}")
     clip_shape = tuple(spec.input_shape(1))
-    clips = check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
-    if golden_inputs is not None:
-        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
-    elif clips is not None:
-        golden = clips[:GOLDEN_CASES]
-    else:
-        golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
+    clips, golden = calibration_and_golden(calibration, golden_inputs, clip_shape)
     _refuse_3d_ops(model)
 
     def build(tmp: Path) -> ArtefactManifest:

@@ -24,6 +24,7 @@ import numpy as np
 from echoedge.errors import EchoEdgeError
 
 GOLDEN_FILE = "golden.npz"
+GOLDEN_CASES = 3  # clips every converter checks its written file on (and keeps for verify)
 # A fixed entry time (the zip epoch) so that the same arrays always give the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -120,3 +121,22 @@ def golden_errors(got: Sequence[np.ndarray], want: Sequence[np.ndarray],
         max_abs = max(max_abs, float(diff.max(initial=0.0)))
         worst = max(worst, float((diff / (tol["atol"] + tol["rtol"] * np.abs(w))).max(initial=0.0)))
     return max_abs, worst
+
+
+def calibration_and_golden(calibration: Any | None, golden_inputs: np.ndarray | None,
+                           clip_shape: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(calibration clips checked against `clip_shape` or None, the golden clips) for a converter.
+
+    The golden clips are `golden_inputs` when given, else the first calibration clips (real echo
+    frames), else seeded noise: the same choice in every converter, so a rebuild checks the same.
+    """
+    from echoedge.convert.artefact import check_clips
+
+    clips = check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
+    if golden_inputs is not None:
+        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
+    elif clips is not None:
+        golden = clips[:GOLDEN_CASES]
+    else:
+        golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
+    return clips, golden

@@ -36,24 +36,23 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, check_clips, output_errors, tool_versions,
+    INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, tool_versions,
     write_artefact,
 )
-from echoedge.convert.golden_vectors import write_golden_vectors
+from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
 from echoedge.convert.tflite_int8 import FLOAT_OPS_IN_INT8, Int8ScopePlan, int8_scope, selective_int8
 from echoedge.convert.tflite_interpreter import (
-    DEFAULT_INTERPRETER, SIGNATURE_KEY, make_interpreter, run_tflite, signature_io, to_layout,
+    DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, to_layout,
 )
 from echoedge.console import captured_output
 from echoedge.convert.tflite_onnx2tf import front_end, log_reason, saved_model_layout
 from echoedge.convert.tflite_ops import check_ops, check_scoped_int8, inspect_tflite
 from echoedge.data.clipspec import ClipSpec
-from echoedge.errors import EchoEdgeError, first_line
+from echoedge.errors import EchoEdgeError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-full")
 MODEL_FILE = "model.tflite"
-GOLDEN_CASES = 3
 # fp32 .tflite vs the eager deploy form: relative to max(1, max |eager|). onnx2tf's graph (e.g.
 # its layer-norm decomposition) rounds differently from PyTorch; a layout or wiring error is
 # orders of magnitude larger.
@@ -113,13 +112,7 @@ def export_tflite(
         float_weights = _keep_float_weights(model, keep_float, precision, out_dir)
     _require_toolchain()
     clip_shape = tuple(spec.input_shape(1))
-    clips = check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
-    if golden_inputs is not None:
-        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
-    elif clips is not None:
-        golden = clips[:GOLDEN_CASES]
-    else:
-        golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
+    clips, golden = calibration_and_golden(calibration, golden_inputs, clip_shape)
     _refuse_3d_ops(model)
 
     def build(tmp: Path) -> ArtefactManifest:
@@ -262,24 +255,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         print(ops.table())
 
     t0 = time.perf_counter()
-    try:
-        it = make_interpreter(model_path, threads=2, kind="litert")
-        io_ = signature_io(it, clip_shape)
-        outs = run_tflite(it, io_, golden)
-    except EchoEdgeError:
-        raise
-    except Exception as e:
-        raise EchoEdgeError(f"the converted {precision} file fails in the LiteRT interpreter "
-                            f"({first_line(e)}); no artefact written") from None
-    with torch.inference_mode():
-        ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
-    vs_eager = {name: output_errors(o, r, scale_floor=1.0) for name, o, r in zip(OUTPUT_NAMES, outs, ref)}
-    if precision == "fp32":
-        bad = {k: v["max_rel"] for k, v in vs_eager.items() if not v["max_rel"] <= FP32_RTOL}
-        if bad:
-            raise EchoEdgeError("the fp32 .tflite differs from the eager deploy form ("
-                                + ", ".join(f"{k} rel {v:.1e}" for k, v in bad.items())
-                                + f" > {FP32_RTOL:g}); onnx2tf mis-converted the graph; no artefact written")
+    it, io_, outs, vs_eager = golden_check(model_path, clip_shape, golden, model, precision,
+                                           f"converted {precision} file" if precision != "fp32" else "fp32 .tflite",
+                                           FP32_RTOL, "; onnx2tf mis-converted the graph")
     timings["run_check"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 

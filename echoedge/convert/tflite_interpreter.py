@@ -123,3 +123,39 @@ def run_tflite(it: Any, io_: TFLiteIO, batch: np.ndarray) -> list[np.ndarray]:
 
 __all__: Sequence[str] = ("DEFAULT_INTERPRETER", "INTERPRETERS", "SIGNATURE_KEY", "TFLiteIO",
                           "input_layout", "make_interpreter", "run_tflite", "signature_io", "to_layout")
+
+
+def golden_check(model_path: Path, clip_shape: Sequence[int], golden: np.ndarray, model: Any,
+                 precision: str, what: str, fp32_rtol: float, fp32_cause: str = ""
+                 ) -> tuple[Any, TFLiteIO, list[np.ndarray], dict[str, Any]]:
+    """Run a just-written file on the golden clips in the LiteRT interpreter and compare it with the
+    eager `model`, as both TFLite converters do before keeping a file.
+
+    Returns (interpreter, its I/O, outputs, per-output errors vs eager). Raises EchoEdgeError, with
+    "no artefact written", when the file does not run, or when an fp32 file is further than
+    `fp32_rtol` (relative) from eager; `what` names the file in those lines, `fp32_cause` says why.
+    """
+    import torch
+
+    from echoedge.convert.artefact import output_errors
+    from echoedge.errors import first_line
+
+    try:
+        it = make_interpreter(model_path, threads=2, kind="litert")
+        io_ = signature_io(it, clip_shape)
+        outs = run_tflite(it, io_, golden)
+    except EchoEdgeError:
+        raise
+    except Exception as e:
+        raise EchoEdgeError(f"the {what} fails in the LiteRT interpreter ({first_line(e)}); "
+                            "no artefact written") from None
+    with torch.inference_mode():
+        ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
+    vs_eager = {n: output_errors(o, r, scale_floor=1.0) for n, o, r in zip(OUTPUT_NAMES, outs, ref)}
+    if precision == "fp32":
+        bad = {k: v["max_rel"] for k, v in vs_eager.items() if not v["max_rel"] <= fp32_rtol}
+        if bad:
+            raise EchoEdgeError(f"the {what} differs from the eager deploy form ("
+                                + ", ".join(f"{k} rel {v:.1e}" for k, v in bad.items())
+                                + f" > {fp32_rtol:g}){fp32_cause}; no artefact written")
+    return it, io_, outs, vs_eager

@@ -34,17 +34,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from echoedge.convert.artefact import (
-    INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, check_clips, output_errors, tool_versions,
+    INPUT_NAME, OUTPUT_NAMES, ArtefactManifest, TensorSpec, tool_versions,
     write_artefact,
 )
-from echoedge.convert.golden_vectors import write_golden_vectors
+from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, WHOLE_KEEP_FLOAT, int8_scope
 from echoedge.data.clipspec import ClipSpec
-from echoedge.errors import EchoEdgeError, first_line
+from echoedge.errors import EchoEdgeError
 
 PRECISIONS = ("fp32", "int8")
 MODEL_FILE = "model.tflite"
-GOLDEN_CASES = 3
 # fp32 file vs the eager deploy form, relative to max(1, max |eager|): litert-torch lowers the
 # exported ATen graph op for op (measured 1.5e-5 abs on EDV ~90 mL, tiny config); a wiring error
 # is orders of magnitude larger. Same bound as the onnx2tf route.
@@ -105,13 +104,7 @@ def export_tflite_litert(
         raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
     python = litert_python()
     clip_shape = tuple(spec.input_shape(1))
-    clips = check_clips(calibration.clips, clip_shape, "calibration set") if calibration is not None else None
-    if golden_inputs is not None:
-        golden = check_clips(golden_inputs, clip_shape, "golden inputs")
-    elif clips is not None:
-        golden = clips[:GOLDEN_CASES]
-    else:
-        golden = np.random.default_rng(0).standard_normal((GOLDEN_CASES, *clip_shape[1:])).astype(np.float32)
+    clips, golden = calibration_and_golden(calibration, golden_inputs, clip_shape)
     from echoedge.convert.tflite import _refuse_3d_ops
 
     _refuse_3d_ops(model)
@@ -169,7 +162,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
 
     from echoedge.convert.tflite_delegation import xnnpack_coverage
     from echoedge.convert.tflite_interpreter import (
-        DEFAULT_INTERPRETER, SIGNATURE_KEY, make_interpreter, run_tflite, signature_io,
+        DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check,
     )
     from echoedge.convert.tflite_ops import check_ops, inspect_tflite
 
@@ -208,24 +201,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         print(ops.table())
 
     t0 = time.perf_counter()
-    try:
-        it = make_interpreter(model_path, threads=2, kind="litert")
-        io_ = signature_io(it, clip_shape)
-        outs = run_tflite(it, io_, golden)
-    except EchoEdgeError:
-        raise
-    except Exception as e:
-        raise EchoEdgeError(f"the litert-torch {precision} file fails in the LiteRT interpreter "
-                            f"({first_line(e)}); no artefact written") from None
-    with torch.inference_mode():
-        ref = [o.numpy() for o in model(torch.from_numpy(np.ascontiguousarray(golden)))]
-    vs_eager = {n: output_errors(o, r, scale_floor=1.0) for n, o, r in zip(OUTPUT_NAMES, outs, ref)}
-    if precision == "fp32":
-        bad = {k: v["max_rel"] for k, v in vs_eager.items() if not v["max_rel"] <= FP32_RTOL}
-        if bad:
-            raise EchoEdgeError("the fp32 litert-torch .tflite differs from the eager deploy form ("
-                                + ", ".join(f"{k} rel {v:.1e}" for k, v in bad.items())
-                                + f" > {FP32_RTOL:g}); no artefact written")
+    it, io_, outs, vs_eager = golden_check(model_path, clip_shape, golden, model, precision,
+                                           f"litert-torch {precision} file", FP32_RTOL)
     timings["run_check"] = time.perf_counter() - t0
     coverage = xnnpack_coverage(model_path, threads=2, kind="litert")
     timings["total"] = time.perf_counter() - t_all
