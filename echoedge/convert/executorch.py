@@ -32,7 +32,7 @@ from echoedge.convert.artefact import (
 )
 from echoedge.convert.golden_vectors import calibration_and_golden
 from echoedge.convert.executorch_quantizer import quantizer_for
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, check_recipe
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
@@ -93,8 +93,7 @@ def export_executorch(
         raise EchoEdgeError(f"{out_dir}: int8 needs a calibration set (static quantization "
                             "takes its activation ranges from real clips)")
     keep_float = tuple(keep_float)
-    if recipe not in RECIPES:
-        raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
+    check_recipe(recipe)
     if keep_float:
         if precision != "int8":
             raise EchoEdgeError(f"{out_dir}: keep_float applies to int8 only (got {precision})")

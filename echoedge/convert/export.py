@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, check_recipe
 from echoedge.errors import EchoEdgeError
 
 # format -> (precisions it supports, converter entry point "module:function")
@@ -111,8 +111,7 @@ def export(
     from echoedge.model.deploy import to_deploy_form
     from echoedge.model.registry import open_model
 
-    if int8_recipe not in RECIPES:
-        raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
+    check_recipe(int8_recipe)
     plan = plan_exports(formats, precisions)
     if any(f == "tflite-litert" for f, _ in plan):  # before minutes of calibration: is its env there?
         from echoedge.convert.tflite_litert import litert_python

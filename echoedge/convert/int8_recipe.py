@@ -24,6 +24,15 @@ WHOLE_KEEP_FLOAT = ("encoder.stem",)
 WHOLE_FLOAT_GLUE = ("fa",)
 
 
+def check_recipe(recipe: str) -> str:
+    """`recipe` if it is a known int8 recipe, else EchoEdgeError naming the choices."""
+    from echoedge.errors import EchoEdgeError
+
+    if recipe not in RECIPES:
+        raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
+    return recipe
+
+
 def int8_scope(model: Any) -> tuple[str, ...] | None:
     """Module-path prefixes whose convs the default int8 recipe quantizes (None: every module).
 

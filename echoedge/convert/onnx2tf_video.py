@@ -113,14 +113,6 @@ def _make_frames_video() -> dict[str, type]:
                 y = y + self.run_bias
             return self.post(y)
 
-    class FramesVideoBatchNorm(nn.Module):
-        def __init__(self, m: Any) -> None:
-            super().__init__()
-            self.bn = m.bn
-
-        def forward(self, f: Any) -> Any:
-            return self.bn(f)
-
     class FramesGlobalPool(nn.Module):
         def __init__(self, m: Any) -> None:
             super().__init__()
@@ -135,7 +127,10 @@ def _make_frames_video() -> dict[str, type]:
                 y = y * (1.0 / t)
             return F.max_pool2d(y, (h, w)) if self.is_max else F.avg_pool2d(y, (h, w))
 
-    return {"net": FramesVideoResNet, "conv": FramesVideoConv, "bn": FramesVideoBatchNorm,
+    from echoedge.convert.onnx2tf_substitutions import _make_frames_substitutes
+
+    # A BatchNorm on frames is the same module as Echo-E3Net's frames layout uses.
+    return {"net": FramesVideoResNet, "conv": FramesVideoConv, "bn": _make_frames_substitutes()["bn"],
             "global_pool": FramesGlobalPool}
 
 

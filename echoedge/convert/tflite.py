@@ -40,7 +40,7 @@ from echoedge.convert.artefact import (
     write_artefact,
 )
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, check_recipe
 from echoedge.convert.tflite_int8 import FLOAT_OPS_IN_INT8, Int8ScopePlan, int8_scope, selective_int8
 from echoedge.convert.tflite_interpreter import (
     DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, to_layout,
@@ -103,8 +103,7 @@ def export_tflite(
         raise EchoEdgeError(f"{out_dir}: {precision} needs a calibration set (static quantization "
                             "takes its activation ranges from real clips)")
     keep_float = tuple(keep_float)
-    if recipe not in RECIPES:
-        raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
+    check_recipe(recipe)
     if keep_float and recipe != DEFAULT_RECIPE:
         raise EchoEdgeError(f"{out_dir}: keep_float needs the scoped int8 recipe ({DEFAULT_RECIPE})")
     float_weights: list[np.ndarray] = []

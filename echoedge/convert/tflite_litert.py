@@ -38,7 +38,7 @@ from echoedge.convert.artefact import (
     write_artefact,
 )
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, WHOLE_KEEP_FLOAT, int8_scope
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_KEEP_FLOAT, check_recipe, int8_scope
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError
 
@@ -100,8 +100,7 @@ def export_tflite_litert(
     if precision == "int8" and calibration is None:
         raise EchoEdgeError(f"{out_dir}: int8 needs a calibration set (static quantization takes its "
                             "activation ranges from real clips)")
-    if recipe not in RECIPES:
-        raise EchoEdgeError(f"unknown int8 recipe {recipe!r} (expected one of: {', '.join(RECIPES)})")
+    check_recipe(recipe)
     python = litert_python()
     clip_shape = tuple(spec.input_shape(1))
     clips, golden = calibration_and_golden(calibration, golden_inputs, clip_shape)

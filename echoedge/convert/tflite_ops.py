@@ -113,6 +113,30 @@ def _enum_names(cls: Any) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+def dtype_names() -> dict[int, str]:
+    """TFLite TensorType values -> lower-case names ("int8", "float32", ...)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {k: v.lower() for k, v in _enum_names(schema.TensorType).items()}
+
+
+def op_code_names(model: Any) -> list[str]:
+    """The operator name of each operator code of a flatbuffer `Model` (custom ops by their code)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin = _enum_names(schema.BuiltinOperator)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        # Builtin codes > 127 live in BuiltinCode; older files only fill the deprecated byte.
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        name = builtin.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            name = (oc.CustomCode() or b"CUSTOM").decode("utf-8", "replace")
+        codes.append(name)
+    return codes
+
+
 def inspect_tflite(path: str | Path) -> TFLiteOps:
     """Read every operator of every subgraph of a .tflite file, with tensor dtypes."""
     from ai_edge_litert import schema_py_generated as schema
@@ -124,19 +148,10 @@ def inspect_tflite(path: str | Path) -> TFLiteOps:
         raise EchoEdgeError(f"{path}: cannot read ({e.strerror})") from None
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise EchoEdgeError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    builtin = _enum_names(schema.BuiltinOperator)
-    dtypes = {k: v.lower() for k, v in _enum_names(schema.TensorType).items()}
+    dtypes = dtype_names()
     try:
         model = schema.Model.GetRootAs(buf, 0)
-        codes = []
-        for i in range(model.OperatorCodesLength()):
-            oc = model.OperatorCodes(i)
-            # Builtin codes > 127 live in BuiltinCode; older files only fill the deprecated byte.
-            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-            name = builtin.get(code, f"BUILTIN_{code}")
-            if name == "CUSTOM":
-                name = (oc.CustomCode() or b"CUSTOM").decode("utf-8", "replace")
-            codes.append(name)
+        codes = op_code_names(model)
         ops: list[OpRecord] = []
         hist: dict[str, Counter] = {}
         inputs: list[TensorInfo] = []

@@ -73,19 +73,15 @@ def read_graph(path: Path, fmt: str) -> FileGraph:
 def _read_tflite(path: Path) -> FileGraph:
     from ai_edge_litert import schema_py_generated as schema
 
+    from echoedge.convert.tflite_ops import dtype_names, op_code_names
+
     buf = path.read_bytes()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise DataError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
-    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-    dtypes = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
+    dtypes = dtype_names()
     try:
         model = schema.Model.GetRootAs(buf, 0)
-        codes = []
-        for i in range(model.OperatorCodesLength()):
-            oc = model.OperatorCodes(i)
-            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-            name = builtin.get(code, f"BUILTIN_{code}")
-            codes.append((oc.CustomCode() or b"CUSTOM").decode() if name == "CUSTOM" else name)
+        codes = op_code_names(model)
         sg = model.Subgraphs(0)
         graph = (sg.Name() or b"main").decode("utf-8", "replace")
         nodes = []

@@ -108,11 +108,10 @@ def run_job(
     and TFLite's int8 artefacts quantize. `model` names what `checkpoint` holds
     (echoedge.model.registry): the shipped Echo-E3Net when both are left out."""
     from echoedge.convert.export import CALIBRATED, DEFAULT_FORMATS
-    from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES
+    from echoedge.convert.int8_recipe import DEFAULT_RECIPE, check_recipe
 
     int8_recipe = int8_recipe or DEFAULT_RECIPE
-    if int8_recipe not in RECIPES:
-        raise EchoEdgeError(f"unknown int8 recipe {int8_recipe!r} (expected one of: {', '.join(RECIPES)})")
+    check_recipe(int8_recipe)
 
     opt = options or ValidateOptions()
     out = Path(out)
