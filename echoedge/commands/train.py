@@ -1,4 +1,5 @@
-"""`echo-edge train`: train Echo-E3Net on an EchoNet-Dynamic-format dataset."""
+"""`echo-edge train`: train Echo-E3Net, or one of EchoNet-Dynamic's video ResNets, on an
+EchoNet-Dynamic-format dataset."""
 
 from __future__ import annotations
 
@@ -6,22 +7,33 @@ import argparse
 import os
 from pathlib import Path
 
-from echoedge.commands.common import show_progress, DEFAULT_CONFIG, tracings_arg
+from echoedge.commands.common import MODEL_CHOICES, show_progress, DEFAULT_CONFIG, tracings_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train Echo-E3Net on an EchoNet-Dynamic-format dataset",
+        "train", help="train Echo-E3Net (or a video ResNet) on an EchoNet-Dynamic-format dataset",
         description="AdamW + warm-up + cosine, shift augmentation, per-epoch VAL MAE, best.pt and "
         "last.pt in --out (each records the TRAIN EF mean, the always-mean baseline of evaluate "
         "and validate), log.csv/log.json/curves.png. Needs TRAIN and VAL videos; videos without "
-        "tracings train the EF and volume heads only (landmark terms masked). Uses CUDA (bf16 autocast) when present; "
+        "tracings train the EF and volume heads only (landmark terms masked). --model r2plus1d_18 | "
+        "r3d_18 | mc3_18 trains EchoNet-Dynamic's EF network instead (EF only, mean squared error, "
+        "its checkpoint loads with --model on every other command). Uses CUDA (bf16 autocast) when present; "
         "for several GPUs or processes launch with `torchrun --nproc_per_node N -m echoedge.cli train ...`.",
     )
     p.add_argument("--data", type=Path, required=True, help="EchoNet-Dynamic-format folder")
     tracings_arg(p)
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs)")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="model preset (default: paper)")
+    p.add_argument("--model", default="e3net", choices=MODEL_CHOICES,
+                   help="the network to train (default %(default)s, Echo-E3Net)")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="model size: Echo-E3Net's preset (paper | tiny); for a video ResNet, tiny "
+                   "is 1/8 of torchvision's width and anything else is torchvision's (default: paper)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="video ResNets: frames per clip (default 32, EchoNet-Dynamic's; 16 halves "
+                   "the compute)")
+    p.add_argument("--period", type=int, default=None,
+                   help="video ResNets: take every N-th frame (default 2, EchoNet-Dynamic's)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -54,7 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from echoedge.model.train import TrainConfig, train
 
     tc = TrainConfig(
-        data=str(args.data), out=str(args.out), config=args.config, epochs=args.epochs,
+        data=str(args.data), out=str(args.out), config=args.config, model=args.model,
+        frames=args.frames, period=args.period, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         repeats=args.repeats, workers=args.workers, seed=args.seed, val_clips=args.val_clips,
         val_videos=args.val_videos, max_train_videos=args.max_train_videos,

@@ -1,4 +1,5 @@
-"""Training Echo-E3Net: AdamW + linear warm-up + cosine decay, the reference shift augmentation,
+"""Training Echo-E3Net or a video ResNet (model.trainee says how each is built, fed, scored and
+saved): AdamW + linear warm-up + cosine decay, the reference shift augmentation,
 per-epoch validation MAE, `best`/`last` checkpoints, resume, CSV/JSON log and a curve PNG.
 
 Runs on CPU, on one CUDA GPU (bf16 autocast), or on several processes under
@@ -29,6 +30,9 @@ class TrainConfig:
     data: str
     out: str
     config: str = "paper"
+    model: str = "e3net"  # echoedge.model.registry name
+    frames: int | None = None  # a video ResNet's clip length (default EchoNet-Dynamic's 32)
+    period: int | None = None  # and its frame step (default 2)
     epochs: int = 40
     batch_size: int = 16
     lr: float = 1e-3
@@ -140,15 +144,15 @@ def _host() -> dict[str, Any]:
             "machine": platform.machine(), "cpus": os.cpu_count(), "gpu": gpu}
 
 
-def _init_checkpoint(tc: TrainConfig, config_name: str):  # -> Checkpoint | None
+def _init_checkpoint(tc: TrainConfig):  # -> Checkpoint | VideoCheckpoint | None
     if not tc.init:
         return None
-    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.model.trainee import load_init
 
     if tc.resume:
         raise EchoEdgeError("--init starts a new run from a checkpoint's weights; --resume continues "
                             "one: pass one of them")
-    return load_checkpoint(Path(tc.init), expect_config=config_name)
+    return load_init(tc.model, tc.init, tc.config)
 
 
 def train(tc: TrainConfig) -> TrainResult:
@@ -160,14 +164,15 @@ def train(tc: TrainConfig) -> TrainResult:
     from echoedge.data.clips import compute_mean_std
     from echoedge.data.dataset import EchoClipDataset
     from echoedge.data.echonet import EchoNet
-    from echoedge.model.checkpoint import read_payload, save_checkpoint
-    from echoedge.model.config import clip_spec_for, get_config
+    from echoedge.model.checkpoint import read_payload
     from echoedge.model.evaluate import eager_infer, predict_videos
-    from echoedge.model.loss import LossWeights, e3net_loss
     from echoedge.model.metrics import ef_metrics
-    from echoedge.model.network import EchoE3Net
+    from echoedge.model.registry import get_model_entry
+    from echoedge.model.trainee import check_frames, make_trainee
 
     t_start = time.time()
+    get_model_entry(tc.model)  # an unknown name fails before any work
+    check_frames(tc.model, tc.frames, tc.period)
     import cv2
 
     # DataLoader workers are forked; a fork taken while OpenCV's thread pool is alive can deadlock
@@ -195,8 +200,6 @@ def train(tc: TrainConfig) -> TrainResult:
 
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
-    cfg = get_config(tc.config)
-    weights = LossWeights(**tc.loss)
 
     reader = EchoNet(Path(tc.data), require_tracings=tc.require_tracings)
     train_recs = reader.records("TRAIN")
@@ -218,12 +221,14 @@ def train(tc: TrainConfig) -> TrainResult:
     if dist.main:
         cache.build(train_recs + val_recs, workers=max(1, tc.workers), progress=tc.progress)
     dist.barrier()
-    init = _init_checkpoint(tc, cfg.name)
+    init = _init_checkpoint(tc)
     if init is not None:  # fine-tuning keeps the input contract the weights were trained with
         mean, std = init.spec.mean, init.spec.std
     else:
         mean, std = compute_mean_std(reader, "TRAIN", max_videos=tc.norm_videos, frames_source=cache)
-    spec = clip_spec_for(cfg, mean=mean, std=std)
+    trainee = make_trainee(tc.model, tc.config, mean, std, init, frames=tc.frames, period=tc.period,
+                           train_ef_mean=train_ef[0] if train_ef[1] else None, loss_weights=tc.loss)
+    spec = trainee.spec
 
     train_ds = EchoClipDataset(train_recs * tc.repeats, cache, spec, mode="train",
                                shift_pad=tc.shift_pad, traced_fraction=tc.traced_fraction, seed=tc.seed,
@@ -238,10 +243,7 @@ def train(tc: TrainConfig) -> TrainResult:
     if steps_per_epoch == 0:
         raise EchoEdgeError(f"{tc.data}: {len(train_ds)} TRAIN clips is fewer than one batch of {tc.batch_size}")
 
-    model = EchoE3Net(cfg)
-    if init is not None:
-        model.load_state_dict(init.model.state_dict())
-    model = model.to(device)
+    model = trainee.net.to(device)
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.999))
     sched_fn = _Schedule(int(tc.warmup_epochs * steps_per_epoch), tc.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, sched_fn)
@@ -252,9 +254,11 @@ def train(tc: TrainConfig) -> TrainResult:
         state = payload.get("train_state")
         if state is None:
             raise EchoEdgeError(f"{last_path}: holds no training state to resume from")
-        if payload["model_config"].get("name") != cfg.name:
-            raise EchoEdgeError(f"{last_path}: run is of config '{payload['model_config'].get('name')}', not '{cfg.name}'")
-        model.load_state_dict(payload["state_dict"])
+        if payload["model_config"].get("name") != trainee.config_name:
+            raise EchoEdgeError(f"{last_path}: run is of config '{payload['model_config'].get('name')}', "
+                                f"not '{trainee.config_name}'")
+        # A video ResNet's file holds the inner network (torchvision's names), not EFOutputs.
+        getattr(model, "net", model).load_state_dict(payload["state_dict"])
         opt.load_state_dict(state["optimizer"])
         total_epochs = int(state["total_epochs"])
         sched_fn.total = total_epochs * steps_per_epoch
@@ -290,7 +294,7 @@ def train(tc: TrainConfig) -> TrainResult:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     outputs = net(batch["clip"])
                 outputs = tuple(o.float() for o in outputs)
-                loss, parts = e3net_loss(outputs, batch, weights, spec_hw=(spec.height, spec.width))
+                loss, parts = trainee.loss(outputs, batch)
                 if not torch.isfinite(loss):
                     raise EchoEdgeError(f"non-finite loss at epoch {epoch + 1} (parts: {parts}); lower --lr")
                 opt.zero_grad(set_to_none=True)
@@ -320,10 +324,8 @@ def train(tc: TrainConfig) -> TrainResult:
             metrics = {"val_mae": m.mae, "val_rmse": m.rmse, "val_r2": m.r2, "best_val_mae": best_mae}
             fingerprint = reader.fingerprint()
             if improved:
-                save_checkpoint(best_path, model, cfg, spec, fingerprint, metrics, meta,
-                                train_ef=train_ef)
-            save_checkpoint(last_path, model, cfg, spec, fingerprint, metrics, meta, train_ef=train_ef,
-                            train_state={
+                trainee.save(best_path, fingerprint, metrics, meta, train_ef)
+            trainee.save(last_path, fingerprint, metrics, meta, train_ef, train_state={
                                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                 "epoch": epoch, "total_epochs": total_epochs, "best_mae": best_mae,
                                 "history": history})

@@ -44,6 +44,22 @@ class CheckpointMismatchError(CheckpointError, DataError):
     """
 
 
+@dataclass(frozen=True)
+class VideoResNetConfig:
+    """The model_config of a video ResNet that `echo-edge train` wrote (echo-edge's checkpoint
+    format; the state dict inside keeps torchvision's names)."""
+
+    arch: str
+    base_width: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}-w{self.base_width}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arch": self.arch, "base_width": self.base_width}
+
+
 @dataclass
 class VideoCheckpoint:
     model: Any  # VideoResNet in eval mode (typed loosely to keep torch out of import time)
@@ -53,6 +69,8 @@ class VideoCheckpoint:
     sha256: str
     base_width: int
     meta: dict[str, Any] = field(default_factory=dict)  # plain numbers the file carried
+    train_ef_mean: float | None = None  # files `echo-edge train` wrote record their TRAIN EF mean
+    train_ef_videos: int | None = None
 
 
 def _torch_load(path: Path) -> Any:
@@ -219,11 +237,15 @@ def load_video_checkpoint(path: str | Path, arch: str | None = None) -> VideoChe
     model.eval()
     meta = _plain_meta(rest)
     spec = _spec_from(rest, meta, path)
+    train_ef = rest.get("train_ef") if isinstance(rest.get("train_ef"), dict) else {}
+    ef_mean, ef_videos = train_ef.get("mean"), train_ef.get("videos")
     return VideoCheckpoint(model=model, arch=arch, spec=spec, path=path, sha256=file_sha256(path),
-                           base_width=width, meta=meta)
+                           base_width=width, meta=meta,
+                           train_ef_mean=float(ef_mean) if isinstance(ef_mean, (int, float)) else None,
+                           train_ef_videos=int(ef_videos) if isinstance(ef_videos, int) else None)
 
 
 __all__ = [
-    "CheckpointMismatchError", "VideoCheckpoint", "first_mismatch", "load_video_checkpoint",
+    "CheckpointMismatchError", "VideoCheckpoint", "VideoResNetConfig", "first_mismatch", "load_video_checkpoint",
     "match_architecture", "read_video_state",
 ]
