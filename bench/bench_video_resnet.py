@@ -1,0 +1,81 @@
+"""EchoNet-Dynamic's R(2+1)D-18 (or R3D-18 / MC3-18) through the whole pipeline (issue 19).
+
+Runs the real `echo-edge run --model ARCH` in a subprocess — every format in fp32 and int8 (and
+Core ML W8), converted from one checkpoint and validated in one run, latency taken round-robin
+across the eager reference and every artefact — then prints, side by side, per artefact: file
+size, p50 latency, speed-up vs eager fp32, |ΔEF| against the reference (mean, p95) and the gate.
+The reference's own EF error against the labels is printed beside the always-mean baseline, so a
+reader can tell whether the checkpoint's EF follows the input at all.
+
+    python bench/bench_video_resnet.py                       # the cached stand-in (trained at first use)
+    python bench/bench_video_resnet.py --checkpoint best.pt  # an EchoNet-Dynamic checkpoint
+    python bench/bench_video_resnet.py --out /tmp/b19 --reuse -- --videos 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="r2plus1d_18", choices=("r2plus1d_18", "r3d_18", "mc3_18"))
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="default: the cached stand-in trained on the synthetic set")
+    ap.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
+    ap.add_argument("--reuse", action="store_true", help="keep the artefacts already in --out")
+    ap.add_argument("run_args", nargs="*", help="extra flags for `echo-edge run` (after --)")
+    args = ap.parse_args()
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-video-resnet-"))
+    exe = Path(sys.executable).with_name("echo-edge")
+    cmd = [str(exe) if exe.exists() else "echo-edge", "run", "--model", args.model, "--out",
+           str(out), "--no-progress", *(["--checkpoint", str(args.checkpoint)] if args.checkpoint else []),
+           *(["--reuse"] if args.reuse else []), *args.run_args]
+    print("$ " + " ".join(cmd), flush=True)
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
+    wall = time.perf_counter() - t0
+    reports = sorted(out.rglob("report.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        print(f"no report.json under {out} (exit {rc})", file=sys.stderr)
+        return 1
+    r = json.loads(reports[-1].read_text())
+    ref = r["reference"]
+    print(f"run: exit {rc}, {wall:.0f} s wall, load {load0:.2f} -> {os.getloadavg()[0]:.2f}; "
+          f"{r['data']['n_videos']} {r['data']['split']} videos x {r['data']['clips_per_video']} clips, "
+          f"{r['settings']['threads']} threads, host {r['host']['cpu_model']}")
+    vt = ref["vs_truth"]
+    print(f"reference {ref['name']} ({ref['runtime']}), checkpoint {ref['checkpoint']}: EF MAE "
+          f"{vt['mae']:.2f} vs truth (R2 {_fmt(vt['r2'], '.3f')}); always-mean baseline MAE "
+          f"{_fmt(r.get('baseline', {}).get('mae') if isinstance(r.get('baseline'), dict) else None, '.2f')}")
+    lat = ref.get("latency") or {}
+    print(f"\n| artefact | size MB | p50 ms | speed-up vs eager | mean |ΔEF| | p95 |ΔEF| | status |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| eager fp32 (reference) | – | {_fmt(lat.get('p50_ms'), '.1f')} | 1.00× | 0 | 0 | – |")
+    for a in r["artefacts"]:
+        size = a["facts"].get("model_bytes")
+        p50 = (a.get("latency") or {}).get("p50_ms")
+        vs = (a.get("vs_reference") or {}).get("ef") or {}
+        sp = a.get("speedup_vs_reference")
+        print(f"| {a['name']} | {_fmt(size / 1e6 if size else None, '.2f')} | {_fmt(p50, '.1f')} | "
+              f"{_fmt(sp, '.2f')}{'×' if sp else ''} | {_fmt(vs.get('mean_abs'), '.3f')} | "
+              f"{_fmt(vs.get('p95_abs'), '.3f')} | {a['status']} |")
+    print(f"\nreport: {reports[-1]}")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
