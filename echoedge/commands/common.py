@@ -47,8 +47,7 @@ def resolve_data(path: Path | None) -> Path:
 
 
 def resolve_checkpoint(path: Path | None, model: str = "e3net") -> Path:
-    """--checkpoint, else the default: the shipped Echo-E3Net checkpoint, or a video ResNet's
-    cached stand-in (trained at first use)."""
+    """--checkpoint, else the shipped Echo-E3Net checkpoint (a video ResNet needs one)."""
     if path is not None:
         return path
     from echoedge.model.registry import default_checkpoint
@@ -68,9 +67,7 @@ def model_arg(p: argparse.ArgumentParser) -> None:
         "with the shipped checkpoint when --checkpoint is left out). r2plus1d_18 | r3d_18 | "
         "mc3_18: EchoNet-Dynamic's video ResNets (torchvision's layout, fc with 1 output), read "
         "from its checkpoint.pt / best.pt or any state dict of that layout (a DataParallel "
-        "'module.' prefix and a 'state_dict' wrapper are fine); without --checkpoint, one is "
-        "trained on the built-in synthetic set at first use (up to 30 min on a 2-core CPU, 16 "
-        "frames every 4th) and cached for later runs. They eat "
+        "'module.' prefix and a 'state_dict' wrapper are fine); they need --checkpoint, eat "
         "EchoNet-Dynamic's clips (3 channels: the grey video repeated, 32 frames every 2nd, "
         "112 x 112) and produce EF only: EDV, ESV and landmarks read '–' in the reports",
     )

@@ -84,7 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     opt.realtime = True  # the report's "smallest real-time hop" table (echoedge.validate.realtime)
     if args.stress:
         opt.stress = stress_options(args.stress_shifts, args.stress_levels, args.stress_precisions)
-    # A video ResNet without --checkpoint gets its cached stand-in (trained at first use).
+    # Before minutes of data generation: a video ResNet without --checkpoint is one line now.
     checkpoint = resolve_checkpoint(args.checkpoint, args.model)
     job = run_job(args.out, data=args.data, checkpoint=checkpoint, formats=formats,
                   precisions=precisions, calibration=args.calibration,

@@ -166,25 +166,28 @@ def _video_hint(path: str | Path) -> str:
 def open_model(name: str | None, checkpoint: str | Path | None) -> LoadedModel:
     """`--model NAME --checkpoint PATH` as every command reads them, in eval mode.
 
-    Without a checkpoint: Echo-E3Net's shipped one; a video ResNet's stand-in trained on the
-    synthetic set (default_checkpoint). A checkpoint of another model is one line
-    (CheckpointError) naming the first mismatch.
+    Echo-E3Net without a checkpoint is the shipped one; the video ResNets ship none (their
+    weights are EchoNet-Dynamic's, or a user's), so they need one. A checkpoint of another model
+    is one line (CheckpointError) naming the first mismatch.
     """
     entry = get_model_entry(name or DEFAULT_MODEL)
     return load(entry.name, checkpoint if checkpoint is not None else default_checkpoint(entry.name))
 
 
 def default_checkpoint(name: str) -> Path:
-    """The checkpoint a command uses when none is given: the shipped one for Echo-E3Net; for a
-    video ResNet, one trained on the built-in synthetic set at first use and cached (none ships:
-    it would be 45-130 MB; see model.default_video)."""
+    """The checkpoint a command uses when none is given: the shipped one for Echo-E3Net; the
+    video ResNets ship none (CheckpointError, one line)."""
     from echoedge.model.checkpoint import SHIPPED
 
     entry = get_model_entry(name)
     if entry.family != "e3net":
-        from echoedge.model.default_video import default_video_checkpoint
-
-        return default_video_checkpoint(entry.name)
+        # No stand-in is trained on the fly: from scratch, R(2+1)D-18 did not learn EF within
+        # 30 min on a 2-core CPU (measured: loss flat, VAL MAE above the always-mean baseline).
+        raise CheckpointError(f"--model {entry.name} needs --checkpoint: no {entry.name} weights "
+                              "ship with echo-edge (EchoNet-Dynamic's checkpoint.pt / best.pt, or "
+                              "any state dict of that layout), or train one with `echo-edge train "
+                              f"--model {entry.name}` (on a GPU: from scratch it does not learn EF "
+                              "in 30 min on a 2-core CPU)")
     if not SHIPPED.is_file():
         raise CheckpointError(f"{SHIPPED}: the shipped checkpoint is missing from this install")
     return SHIPPED

@@ -92,7 +92,7 @@ def _video_resnet(arch: str, config: str, mean: float, std: float, init: Any,
     if init is not None:
         width, base = init.base_width, init.spec
     else:
-        width, base = (8 if config == "tiny" else 64), ECHONET_DYNAMIC_SPEC
+        width, base = video_width(config), ECHONET_DYNAMIC_SPEC
     d = base.to_dict()
     d.update(mean=float(mean), std=float(std))
     if frames is not None:
@@ -124,6 +124,19 @@ def _video_resnet(arch: str, config: str, mean: float, std: float, init: Any,
     return Trainee(arch, cfg.name, net, spec, loss, save)
 
 
+def video_width(config: str) -> int:
+    """A video ResNet's base width for --config: paper / full = torchvision's 64, tiny = 8,
+    wN = N (a narrower network of the same layout, e.g. w16 for a CPU-trainable stand-in)."""
+    if config in ("paper", "full"):
+        return 64
+    if config == "tiny":
+        return 8
+    if config.startswith("w") and config[1:].isdigit() and int(config[1:]) >= 1:
+        return int(config[1:])
+    raise EchoEdgeError(f"unknown video ResNet size '{config}' (choose from full | tiny | wN, "
+                        "e.g. w16 for base width 16)")
+
+
 def load_init(model: str, path: str | Path, config: str) -> Any:
     """The checkpoint --init names, of the model being trained (one line for any other)."""
     if model == "e3net":
@@ -135,4 +148,4 @@ def load_init(model: str, path: str | Path, config: str) -> Any:
     return load_video_checkpoint(path, arch=model)
 
 
-__all__ = ["EF_LOSS_SCALE", "Trainee", "check_frames", "load_init", "make_trainee"]
+__all__ = ["EF_LOSS_SCALE", "Trainee", "check_frames", "load_init", "make_trainee", "video_width"]

@@ -101,5 +101,7 @@ def test_runnable_returns_the_outputs_tuple_with_ef_first(tmp_path):
     shipped = open_model(None, None)
     assert shipped.entry.name == "e3net" and shipped.runnable is shipped.model
     assert shipped.produces("ed_landmarks")
+    with pytest.raises(CheckpointError, match="--model r2plus1d_18 needs --checkpoint"):
+        open_model("r2plus1d_18", None)
     with pytest.raises(CheckpointError, match="it is a mc3_18 state dict: pass --model mc3_18"):
         open_model("e3net", tmp_path / "mc3.pt")

@@ -93,30 +93,9 @@ def test_train_model_errors_are_one_line(synth_root: Path, tmp_path: Path, video
     assert rc != 0 and "do not fit r3d_18" in err
 
 
-def test_without_a_checkpoint_a_stand_in_is_trained_once_and_cached(
-        synth_root: Path, tmp_path: Path, monkeypatch, capsys):
-    import echoedge.data.default as default_data
-    import echoedge.model.default_video as dv
-    from echoedge.model.registry import open_model
+def test_video_resnet_sizes():
+    from echoedge.model.trainee import video_width
 
-    monkeypatch.setenv("ECHOEDGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(default_data, "default_dataset", lambda **kw: synth_root)
-    monkeypatch.setattr(dv, "TRAINING", dv.with_training(
-        config="tiny", frames=4, period=2, epochs=1, batch_size=2, val_videos=2,
-        max_train_videos=4, workers=0, time_budget_s=60.0))
-    lm = open_model("mc3_18", None)
-    out = capsys.readouterr().out
-    assert "no --checkpoint for mc3_18: training one on the built-in synthetic set" in out
-    assert "trained mc3_18 in" in out
-    assert lm.path == dv.default_video_dir("mc3_18", synth_root) / "best.pt"
-    assert lm.spec.frames == 4 and lm.train_ef_mean is not None
-    assert not list(lm.path.parent.parent.glob(".*tmp*"))  # nothing half-written left beside it
-
-    # The second call reuses the cached file and trains nothing.
-    def no_training(*a, **k):
-        raise AssertionError("trained again")
-
-    monkeypatch.setattr("echoedge.model.train.train", no_training)
-    again = open_model("mc3_18", None)
-    assert again.path == lm.path and again.sha256 == lm.sha256
-    assert "training one" not in capsys.readouterr().out
+    assert [video_width(c) for c in ("paper", "full", "tiny", "w16")] == [64, 64, 8, 16]
+    with pytest.raises(EchoEdgeError, match="unknown video ResNet size 'huge'"):
+        video_width("huge")

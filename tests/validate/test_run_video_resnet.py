@@ -76,3 +76,9 @@ def test_run_r2plus1d_18_end_to_end(synth_root: Path, tmp_path: Path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and words in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_a_video_resnet_needs_a_checkpoint(capsys):
+    rc = cli_main(["run", "--model", "r3d_18", "--out", "/nonexistent/never-written"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--model r3d_18 needs --checkpoint" in err
