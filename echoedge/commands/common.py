@@ -66,12 +66,11 @@ def model_arg(p: argparse.ArgumentParser, from_artefacts: bool = False) -> None:
     the command reads artefacts, whose manifests name their model: left out, --model is theirs."""
     p.add_argument(
         "--model", default=None if from_artefacts else "e3net", choices=MODEL_CHOICES,
-        help="the network --checkpoint holds (default "
-        + ("the model the artefacts' manifests record, else e3net; a --model they contradict is "
-           "an error" if from_artefacts else "%(default)s")
-        + ": this project's Echo-E3Net, with the shipped checkpoint when --checkpoint is left out). "
-        "r2plus1d_18 | r3d_18 | "
-        "mc3_18: EchoNet-Dynamic's video ResNets (torchvision's layout, fc with 1 output), read "
+        help=("the network --checkpoint holds. Default: the model the artefacts' manifests record, "
+              "else e3net (a --model they contradict is an error). e3net: this project's Echo-E3Net"
+              if from_artefacts else "the network --checkpoint holds (default %(default)s, this "
+              "project's Echo-E3Net") + ", with the shipped checkpoint when --checkpoint is left out"
+        + ("." if from_artefacts else ").") + " r2plus1d_18 | r3d_18 | mc3_18: EchoNet-Dynamic's video ResNets (torchvision's layout, fc with 1 output), read "
         "from its checkpoint.pt / best.pt or any state dict of that layout (a DataParallel "
         "'module.' prefix and a 'state_dict' wrapper are fine); without --checkpoint, one is "
         "trained on the built-in synthetic set at first use (up to 30 min on a 2-core CPU, 16 "

@@ -43,6 +43,7 @@ def video_job(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> dic
     return {"root": root, "ck": ck, "arts": arts, "frames": frames}
 
 
+@pytest.mark.slow  # 83 s on 2 loaded cores: four PT2E simulations (each export + XNNPACK annotation)
 def test_debug_quant_runs_on_a_video_resnet(video_job: dict, synth_root: Path, capsys):
     out = video_job["root"] / "dq"
     # No --model: read from the manifest. A budget no configuration meets, so the search must
@@ -75,7 +76,7 @@ def test_debug_quant_runs_on_a_video_resnet(video_job: dict, synth_root: Path, c
     names = [c["name"] for c in dq["candidates"]]
     assert names[0].startswith("eager fp32") and "tflite-int8" in names
     md = (out / "debug_quant.md").read_text()
-    assert UNIT in md and "tflite-int8" in md
+    assert UNIT in md and "tflite-int8" in md and f"(r2plus1d_18, {dq['checkpoint_sha256'][:12]})" in md
 
 
 def test_a_mixed_tflite_artefact_keeps_a_video_resnet_conv_float(video_job: dict, tmp_path: Path):

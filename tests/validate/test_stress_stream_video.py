@@ -118,3 +118,26 @@ def test_a_model_the_artefacts_or_checkpoint_contradict_is_one_line(video_fp32: 
              "converted from a r2plus1d_18 model", "not --model mc3_18")
     # An Echo-E3Net checkpoint as the reference of r2plus1d_18 artefacts.
     one_line([*stress, "--checkpoint", str(SHIPPED)], SHIPPED.name, "not a video ResNet")
+
+
+def test_manifests_without_a_model_or_with_two_models(video_fp32: dict, tmp_path: Path):
+    """Artefacts written before manifests recorded the model leave --model to the user (None:
+    the caller's default); artefacts of two different models in one run are refused."""
+    import shutil
+
+    from echoedge.convert.artefact import artefacts_model
+    from echoedge.errors import EchoEdgeError
+
+    old, other = tmp_path / "old" / "tflite-fp32", tmp_path / "other" / "tflite-fp32"
+    for folder, model in ((old, None), (other, "mc3_18")):
+        shutil.copytree(video_fp32["art"], folder)
+        m = json.loads((folder / "manifest.json").read_text())
+        if model is None:
+            del m["model"]
+        else:
+            m["model"] = model
+        (folder / "manifest.json").write_text(json.dumps(m))
+    assert artefacts_model([old], None) is None and artefacts_model([old], "r3d_18") == "r3d_18"
+    assert artefacts_model([old, video_fp32["art"]], None) == ARCH
+    with pytest.raises(EchoEdgeError, match="from a r2plus1d_18 model and .* from a mc3_18 model"):
+        artefacts_model([video_fp32["art"], other], None)
