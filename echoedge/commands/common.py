@@ -70,13 +70,14 @@ def model_arg(p: argparse.ArgumentParser, from_artefacts: bool = False) -> None:
               "else e3net (a --model they contradict is an error). e3net: this project's Echo-E3Net"
               if from_artefacts else "the network --checkpoint holds (default %(default)s, this "
               "project's Echo-E3Net") + ", with the shipped checkpoint when --checkpoint is left out"
-        + ("." if from_artefacts else ").") + " r2plus1d_18 | r3d_18 | mc3_18: EchoNet-Dynamic's video ResNets (torchvision's layout, fc with 1 output), read "
-        "from its checkpoint.pt / best.pt or any state dict of that layout (a DataParallel "
-        "'module.' prefix and a 'state_dict' wrapper are fine); without --checkpoint, one is "
-        "trained on the built-in synthetic set at first use (up to 30 min on a 2-core CPU, 16 "
-        "frames every 4th) and cached for later runs. They eat "
-        "EchoNet-Dynamic's clips (3 channels: the grey video repeated, 32 frames every 2nd, "
-        "112 x 112) and produce EF only: EDV, ESV and landmarks read '–' in the reports",
+        + ("." if from_artefacts else ").") + " r2plus1d_18 | r3d_18 | mc3_18: EchoNet-Dynamic's "
+        "video ResNets (torchvision's layout, fc with 1 output), read from its checkpoint.pt / "
+        "best.pt or any state dict of that layout (a DataParallel 'module.' prefix and a "
+        "'state_dict' wrapper are fine); without --checkpoint, one is trained on the built-in "
+        "synthetic set at first use (up to 30 min on a 2-core CPU, 16 frames every 4th) and cached "
+        "for later runs. They eat EchoNet-Dynamic's clips (3 channels: the grey video repeated, 32 "
+        "frames every 2nd, 112 x 112) and produce EF only: EDV, ESV and landmarks read '–' in the "
+        "reports",
     )
 
 
