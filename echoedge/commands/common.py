@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
 DEFAULT_CONFIG = "paper"
 
@@ -59,18 +60,33 @@ def resolve_checkpoint(path: Path | None, model: str = "e3net") -> Path:
 MODEL_CHOICES = ("e3net", "r2plus1d_18", "r3d_18", "mc3_18")
 
 
-def model_arg(p: argparse.ArgumentParser) -> None:
-    """--model: which network the checkpoint holds (echoedge.model.registry)."""
+def model_arg(p: argparse.ArgumentParser, from_artefacts: bool = False) -> None:
+    """--model: which network the checkpoint holds (echoedge.model.registry). `from_artefacts`:
+    the command reads artefacts, whose manifests name their model: left out, --model is theirs."""
     p.add_argument(
-        "--model", default="e3net", choices=MODEL_CHOICES,
-        help="the network --checkpoint holds (default %(default)s, this project's Echo-E3Net, "
-        "with the shipped checkpoint when --checkpoint is left out). r2plus1d_18 | r3d_18 | "
-        "mc3_18: EchoNet-Dynamic's video ResNets (torchvision's layout, fc with 1 output), read "
-        "from its checkpoint.pt / best.pt or any state dict of that layout (a DataParallel "
-        "'module.' prefix and a 'state_dict' wrapper are fine); they need --checkpoint, eat "
-        "EchoNet-Dynamic's clips (3 channels: the grey video repeated, 32 frames every 2nd, "
-        "112 x 112) and produce EF only: EDV, ESV and landmarks read '–' in the reports",
+        "--model", default=None if from_artefacts else "e3net", choices=MODEL_CHOICES,
+        help=("the network --checkpoint holds. Default: the model the artefacts' manifests record, "
+              "else e3net (a --model they contradict is an error). e3net: this project's Echo-E3Net"
+              if from_artefacts else "the network --checkpoint holds (default %(default)s, this "
+              "project's Echo-E3Net") + ", with the shipped checkpoint when --checkpoint is left out"
+        + ("." if from_artefacts else ").") + " r2plus1d_18 | r3d_18 | mc3_18: EchoNet-Dynamic's "
+        "video ResNets (torchvision's layout, fc with 1 output), read from its checkpoint.pt / "
+        "best.pt or any state dict of that layout (a DataParallel 'module.' prefix and a "
+        "'state_dict' wrapper are fine); they need --checkpoint (none ships) and eat "
+        "EchoNet-Dynamic's clips (3 channels: the grey video repeated, 32 "
+        "frames every 2nd, 112 x 112) and produce EF only: EDV, ESV and landmarks read '–' in the "
+        "reports",
     )
+
+
+def artefacts_model(artefacts: Sequence[Path], model: str | None) -> str:
+    """--model for the artefact folders at or below `artefacts`: the one given, checked against
+    what their manifests record, else theirs, else e3net (one line on a conflict)."""
+    from echoedge.convert.artefact import artefacts_model as recorded, find_artefacts
+    from echoedge.model.registry import DEFAULT_MODEL
+
+    folders = [f for root in artefacts for f in find_artefacts(Path(root))]
+    return recorded(folders, model) or DEFAULT_MODEL
 
 
 def calibration_data_arg(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import show_progress, data_arg, resolve_checkpoint, resolve_data
+from echoedge.commands.common import (
+    artefacts_model, data_arg, model_arg, resolve_checkpoint, resolve_data, show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     data_arg(p)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="the checkpoint the artefacts were converted from (default: the shipped checkpoint)")
+    model_arg(p, from_artefacts=True)
     p.add_argument("--out", type=Path, default=Path("runs/debug-quant"), help="output folder")
     p.add_argument("--parts", default="all",
                    help="comma list of attribution, sensitivity, budget, calibration (default all; "
@@ -90,11 +93,12 @@ def _cmd_debug_quant(args: argparse.Namespace) -> int:
         shift=args.shift, shift_level=args.shift_level)
     from echoedge.console import stderr_to
 
-    data, checkpoint = resolve_data(args.data), resolve_checkpoint(args.checkpoint)
+    model = artefacts_model(args.artefacts, args.model)
+    data, checkpoint = resolve_data(args.data), resolve_checkpoint(args.checkpoint, model)
     chatter = args.out / "logs" / "debug-quant.log"
     print(f"toolchain messages -> {chatter}")
     with stderr_to(chatter):  # torchao, ExecuTorch's cpuinfo/threadpool, TensorFlow: off the console
-        res = debug_quant(args.artefacts, data, checkpoint, args.out, opt, report=args.report)
+        res = debug_quant(args.artefacts, data, checkpoint, args.out, opt, report=args.report, model=model)
     for b in res.data.get("budget") or []:
         if not b["met"]:
             print(f"budget {b['budget']:g} not met for {b['format']} {b['precision']}: {b['reason']}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from echoedge.commands.common import show_progress
+from echoedge.commands.common import MODEL_CHOICES, show_progress
 
 DESCRIPTION = (
     "Replay VIDEO as a live probe stream: frames arrive at the video's frame rate (or --fps) into "
@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artefact", type=Path, metavar="ARTEFACT",
                    help="artefact folder (with manifest.json), or a checkpoint .pt (eager fp32)")
     p.add_argument("video", type=Path, metavar="VIDEO", help="a video OpenCV reads (EchoNet AVI, MP4, ...)")
+    p.add_argument("--model", default=None, choices=MODEL_CHOICES,
+                   help="the network a checkpoint ARTEFACT holds (default e3net): r2plus1d_18 | r3d_18 | "
+                   "mc3_18 read EchoNet-Dynamic's checkpoint.pt / best.pt and produce EF only (the EDV, "
+                   "ESV and landmark columns stay empty, no contours are drawn). An artefact folder's "
+                   "manifest names its model; a --model it contradicts is an error")
     p.add_argument("--hop", type=int, default=1, help="frames between two model runs (default 1)")
     p.add_argument("--fps", type=float, default=None,
                    help="arrival rate in frames per second (default: the rate the file states)")
@@ -81,7 +86,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             sys.stdout.write("\r" + status_line(h, hop_ms) + "\033[K")
             sys.stdout.flush()
 
-    res = stream_video(args.artefact, args.video, out, opt, video_out=args.video_out, on_hop=on_hop)
+    res = stream_video(args.artefact, args.video, out, opt, video_out=args.video_out, on_hop=on_hop,
+                       model=args.model)
     if live:
         sys.stdout.write("\n")
     for line in summary_lines(res.summary):
@@ -107,6 +113,10 @@ def summary_lines(s: dict) -> list[str]:
         f"  latency newest frame -> EF: p50 {s['latency_ms_p50']:.1f} ms, p95 {s['latency_ms_p95']:.1f} ms, "
         f"max {s['latency_ms_max']:.1f} ms; late {s['late']}, dropped {s['dropped']} of {s['hops']} hops",
     ]
+    if s.get("outputs") and "edv" not in s["outputs"]:
+        from echoedge.model.evaluate import NOT_PRODUCED
+
+        lines.append(f"  EDV, ESV and landmarks ({s.get('model') or 'this model'}): {NOT_PRODUCED}")
     if s.get("timing_note"):
         lines.append(f"  note: {s['timing_note']}")
     return lines

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import data_arg, resolve_checkpoint, resolve_data
+from echoedge.commands.common import artefacts_model, data_arg, model_arg, resolve_checkpoint, resolve_data
 from echoedge.commands.validate import add_validate_options, print_result, validate_options
 from echoedge.errors import EchoEdgeError
 
@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="artefact folders, or folders holding them (an `echo-edge run` output folder)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="the fp32 reference the artefacts were converted from (default: the shipped checkpoint)")
+    model_arg(p, from_artefacts=True)
     data_arg(p)
     add_stress_options(p)
     p.add_argument("--precisions", default="all", metavar="LIST",
@@ -86,6 +87,7 @@ def _cmd_stress(args: argparse.Namespace) -> int:
         raise EchoEdgeError("no --artefacts given (artefact folders, or a folder holding them)")
     opt = validate_options(args)
     opt.stress = stress_options(args.shifts, args.levels, args.precisions)
-    res = validate(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint),
-                   args.out, gates=args.gates, strict=args.strict, options=opt)
+    model = artefacts_model(args.artefacts, args.model)
+    res = validate(args.artefacts, resolve_data(args.data), resolve_checkpoint(args.checkpoint, model),
+                   args.out, gates=args.gates, strict=args.strict, options=opt, model=model)
     return print_result(res)

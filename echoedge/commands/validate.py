@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echoedge.commands.common import data_arg, model_arg, resolve_checkpoint, resolve_data, show_progress
+from echoedge.commands.common import (
+    artefacts_model, data_arg, model_arg, resolve_checkpoint, resolve_data, show_progress,
+)
 from echoedge.errors import EchoEdgeError
 
 
@@ -69,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artefacts", type=Path, nargs="*", help="artefact folders or folders holding them")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="the fp32 reference the artefacts were converted from (default: the shipped checkpoint)")
-    model_arg(p)
+    model_arg(p, from_artefacts=True)
     data_arg(p)
     p.add_argument("--out", type=Path, default=Path("runs/validate"), help="report folder")
     p.add_argument("--from-report", type=Path, default=None, metavar="REPORT_JSON",
@@ -88,9 +90,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         if not args.artefacts:
             raise EchoEdgeError("no ARTEFACTS given (artefact folders, or a folder holding them)")
+        model = artefacts_model(args.artefacts, args.model)
         res = validate(args.artefacts, resolve_data(args.data),
-                       resolve_checkpoint(args.checkpoint, args.model), args.out, gates=args.gates,
-                       strict=args.strict, options=validate_options(args), model=args.model)
+                       resolve_checkpoint(args.checkpoint, model), args.out, gates=args.gates,
+                       strict=args.strict, options=validate_options(args), model=model)
     return print_result(res)
 
 

@@ -79,6 +79,9 @@ class ArtefactManifest:
     created_at: str = ""  # ISO 8601, UTC; filled by write_artefact when empty
     details: dict[str, Any] = field(default_factory=dict)  # converter-specific (delegation, ...)
     schema_version: int = SCHEMA_VERSION
+    # The network converted, by its --model name (echoedge.model.registry.name_of): later commands
+    # read it instead of asking. None in artefacts written before it was recorded.
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +139,8 @@ class ArtefactManifest:
                                     "expected an integer")
         if not isinstance(self.model_sha256, str):
             raise EchoEdgeError(f"{where}: 'model_sha256' must be a string")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise EchoEdgeError(f"{where}: 'model' must be a non-empty string (a --model name) or null")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -315,6 +320,30 @@ def read_manifest(folder: str | Path) -> ArtefactManifest:
         return ArtefactManifest.from_dict(data, where=str(path))
     except TypeError as e:  # a field of the wrong kind reaching the dataclass
         raise EchoEdgeError(f"{path}: malformed manifest ({e})") from None
+
+
+def artefacts_model(folders: Sequence[str | Path], model: str | None) -> str | None:
+    """The network the artefact folders were converted from: `model` (a --model given) checked
+    against what their manifests record, else what they record; None when neither says (the
+    caller's default applies). One line (EchoEdgeError) when a manifest records another model than
+    `model`, or two record different ones. Unreadable manifests are left to the caller's checks."""
+    recorded: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        try:
+            m = read_manifest(folder)
+        except EchoEdgeError:
+            continue
+        if m.model:
+            recorded.setdefault(m.model, folder)
+    if len(recorded) > 1:
+        (a, fa), (b, fb) = list(recorded.items())[:2]
+        raise EchoEdgeError(f"{fa} was converted from a {a} model and {fb} from a {b} model; give "
+                            "the artefacts of one checkpoint")
+    for rec, folder in recorded.items():
+        if model is not None and rec != model:
+            raise EchoEdgeError(f"{folder}: converted from a {rec} model (its manifest), not "
+                                f"--model {model}; pass --model {rec}, or leave --model out")
+    return model or next(iter(recorded), None)
 
 
 def model_sha256(path: str | Path) -> str:

@@ -122,6 +122,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
 
     from echoedge.mil.interpreter import Interpreter
     from echoedge.mil.program import program_info
+    from echoedge.model.registry import name_of
 
     say = print if progress else (lambda *a, **k: None)
     timings: dict[str, float] = {}
@@ -208,6 +209,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         inputs=inputs,
         outputs=outputs,
         source_checkpoint_sha256=checkpoint_sha,
+        model=name_of(model),
         calibration_id=calib["id"] if calib else None,
         tool_versions=tool_versions("coremltools"),
         details={

@@ -130,6 +130,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
            ) -> ArtefactManifest:
     import torch
 
+    from echoedge.model.registry import name_of
+
     say = print if progress else (lambda *a, **k: None)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -191,6 +193,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         inputs=inputs,
         outputs=outputs,
         source_checkpoint_sha256=checkpoint_sha,
+        model=name_of(model),
         calibration_id=calib["id"] if calib else None,
         tool_versions=tool_versions("executorch", "torchao"),
         details={

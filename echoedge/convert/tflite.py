@@ -93,8 +93,8 @@ def export_tflite(
     every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED int8, the fragile ops
     (FLOAT_OPS_IN_INT8) float.
 
-    `keep_float` (scoped int8 only) names module paths whose convs stay float on top of the
-    recipe (mixed precision): their TFLite convs, located by weight, become denylisted nodes.
+    `keep_float` (the conv-stages recipe) names module paths whose convs stay float on top of
+    the recipe (mixed precision): their TFLite convs, located by weight, become denylisted nodes.
     """
     out_dir = Path(out_dir)
     if precision not in PRECISIONS:
@@ -128,8 +128,6 @@ def _keep_float_weights(model: Any, keep_float: Sequence[str], precision: str,
 
     if precision != "int8":
         raise EchoEdgeError(f"{out_dir}: keep_float applies to int8 only (got {precision})")
-    if not int8_scope(model):
-        raise EchoEdgeError(f"{out_dir}: keep_float needs the scoped int8 recipe (Echo-E3Net)")
     names = dict(model.named_modules())
     unknown = [k for k in keep_float if k not in names]
     if unknown:
@@ -214,6 +212,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
            float_weights: Sequence[np.ndarray] = (), recipe: str = DEFAULT_RECIPE) -> ArtefactManifest:
     import torch
 
+    from echoedge.model.registry import name_of
+
     say = print if progress else (lambda *a, **k: None)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -287,6 +287,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         inputs=inputs,
         outputs=outputs,
         source_checkpoint_sha256=checkpoint_sha,
+        model=name_of(model),
         calibration_id=calib["id"] if calib else None,
         tool_versions=tool_versions("onnx", "onnxsim", "onnxruntime", "onnx2tf", "tensorflow-cpu",
                                     "tf_keras", "ai-edge-litert"),
@@ -323,8 +324,8 @@ def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8Scop
         out = {"scheme": "static int8 (per-channel weights, per-tensor activations), selective: "
                          "denylisted ops stay float", "denylisted_ops": list(FLOAT_OPS_IN_INT8),
                "io": "float32 (QUANTIZE/DEQUANTIZE inside the file)", "calibration": calib,
-               "recipe": {"name": recipe}, "int8_modules": list(scope.modules) if scope else "all",
-               "float": "denylisted ops" + ("" if scope is None else " and every op outside int8_modules")}
+               "recipe": {"name": recipe}, "int8_modules": list(scope.modules) if scope and scope.modules else "all",
+               "float": "denylisted ops" + (" and every op outside int8_modules" if scope and scope.modules else "")}
         if scope is not None and scope.kept_float:  # mixed precision (echo-edge debug-quant)
             out["kept_float"] = list(scope.kept_float)
             out["float"] += " and the convs of kept_float"

@@ -63,11 +63,13 @@ class Int8ScopePlan:
     kept_float: tuple[str, ...] = ()  # the module paths they belong to
 
     def to_dict(self) -> dict[str, Any]:
-        return {"int8_modules": list(self.modules), "onnx_convs_in_scope": self.onnx_convs,
+        located = ("in-scope ONNX Conv weights matched to TFLite conv filters; their ancestors are "
+                   "the int8 part, every other op a denylisted node" if self.modules else
+                   "no scope (every conv int8): the kept-float convs, matched to TFLite conv filters "
+                   "by weight, are the only denylisted nodes")
+        return {"int8_modules": list(self.modules) or "all", "onnx_convs_in_scope": self.onnx_convs,
                 "int8_convs": len(self.heavy_nodes), "int8_part_ops": self.int8_part_ops,
-                "denylisted_nodes": len(self.denylisted_nodes),
-                "located_by": "in-scope ONNX Conv weights matched to TFLite conv filters; their "
-                              "ancestors are the int8 part, every other op a denylisted node",
+                "denylisted_nodes": len(self.denylisted_nodes), "located_by": located,
                 **({"kept_float": list(self.kept_float), "kept_float_convs": len(self.kept_float_nodes),
                     "kept_float_nodes": list(self.kept_float_nodes)} if self.kept_float else {})}
 
@@ -152,6 +154,22 @@ def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str],
                          tuple(keep_float))
 
 
+def keep_float_plan(tflite: bytes, float_weights: Sequence[np.ndarray],
+                    keep_float: Sequence[str]) -> Int8ScopePlan:
+    """Mixed precision without a scope (a model whose recipe quantizes every conv, e.g. a video
+    ResNet): the convs of `keep_float` (torch-layout `float_weights`), located by weight in the
+    calibrated graph, are the only denylisted nodes; every other conv is int8."""
+    ops, names, const = tflite_graph(tflite)
+    kept = _locate_convs(ops, const, float_weights)
+    if len(kept) < len(float_weights):
+        raise EchoEdgeError(f"only {len(kept)} of the {len(float_weights)} convs kept float "
+                            f"({', '.join(keep_float)}) were found in the TFLite graph")
+    heavy = [i for i, o in enumerate(ops) if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D") and i not in kept]
+    float_nodes = [names[ops[i].outputs[0]] for i in sorted(kept)]
+    return Int8ScopePlan((), 0, [names[ops[i].outputs[0]] for i in heavy], len(ops) - len(kept),
+                         float_nodes, float_nodes, tuple(keep_float))
+
+
 def _locate_convs(ops: list[GraphOp], const: Callable[[int], np.ndarray | None],
                   weights: Sequence[np.ndarray]) -> set[int]:
     """Indices of the CONV_2D / DEPTHWISE_CONV_2D ops whose filter equals one of `weights`
@@ -187,18 +205,19 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
         converter=converter, debug_dataset=representative,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=list(FLOAT_OPS_IN_INT8)))
-    if not scope:
+    if not scope and not len(float_weights):
         return bytes(debugger.get_nondebug_quantized_model()), None
-    if onnx_path is None:
+    if scope and onnx_path is None:
         raise EchoEdgeError("a scoped int8 conversion needs the ONNX file of the SavedModel")
     # Node names exist only once the calibrated graph does: read them from it, then
-    # quantize again with the out-of-scope nodes denylisted (the options setter does).
-    plan = int8_scope_plan(bytes(debugger.calibrated_model), onnx_path, scope,
-                           float_weights, keep_float)
+    # quantize again with the out-of-scope (or kept-float) nodes denylisted (the options setter does).
+    calibrated = bytes(debugger.calibrated_model)
+    plan = (int8_scope_plan(calibrated, onnx_path, scope, float_weights, keep_float) if scope
+            else keep_float_plan(calibrated, float_weights, keep_float))
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=list(FLOAT_OPS_IN_INT8), denylisted_nodes=plan.denylisted_nodes)
     return bytes(debugger.get_nondebug_quantized_model()), plan
 
 
-__all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "Int8ScopePlan", "int8_scope", "int8_scope_plan",
+__all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "Int8ScopePlan", "int8_scope", "int8_scope_plan", "keep_float_plan",
                           "selective_int8")

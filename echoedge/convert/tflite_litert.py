@@ -164,6 +164,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check,
     )
     from echoedge.convert.tflite_ops import check_ops, inspect_tflite
+    from echoedge.model.registry import name_of
 
     say = print if progress else (lambda *a, **k: None)
     timings: dict[str, float] = {}
@@ -228,6 +229,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         runtime=f"tflite-xnnpack ({DEFAULT_INTERPRETER} interpreter)",
         model_file=MODEL_FILE, clip_spec=spec.to_dict(), inputs=inputs, outputs=outputs,
         source_checkpoint_sha256=checkpoint_sha,
+        model=name_of(model),
         calibration_id=calib["id"] if calib else None,
         tool_versions=versions,
         details={

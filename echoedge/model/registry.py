@@ -151,6 +151,21 @@ def load(name: str, path: str | Path) -> LoadedModel:
     return LoadedModel(entry, vk.model, vk.spec, vk.path, vk.sha256, dict(vk.meta), vk)
 
 
+def name_of(module: Any) -> str | None:
+    """The registry name of the network inside `module` (a reference model, its EFOutputs wrapper
+    or its deploy form: the rewrites keep the outer modules), None for any other module. What a
+    converter records in the artefact's manifest, so later commands need no --model for it."""
+    from echoedge.model.network import EchoE3Net
+    from echoedge.model.video_resnet import VideoResNet
+
+    for m in module.modules():
+        if isinstance(m, EchoE3Net):
+            return "e3net"
+        if isinstance(m, VideoResNet):
+            return m.arch if m.arch in MODELS else None
+    return None
+
+
 def _video_hint(path: str | Path) -> str:
     """"; it is a r3d_18 state dict: pass --model r3d_18" when the file is one, else ""."""
     from echoedge.model.video_checkpoint import match_architecture, read_video_state
@@ -195,5 +210,5 @@ def default_checkpoint(name: str) -> Path:
 
 __all__ = [
     "DEFAULT_MODEL", "LoadedModel", "default_checkpoint", "MODELS", "MODEL_NAMES", "ModelEntry", "build",
-    "get_model_entry", "load", "open_model",
+    "get_model_entry", "load", "name_of", "open_model",
 ]

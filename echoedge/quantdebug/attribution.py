@@ -161,18 +161,19 @@ class AttributionContext:
 
 def make_context(checkpoint: str | Path, data: str | Path, split: str = "VAL", videos: int | None = 12,
                  clips_per_video: int = 1, cache_dir: Path | None = None,
-                 progress: bool = False) -> AttributionContext:
-    """Load the checkpoint, build its deploy form, load the videos and measure the reference EF."""
+                 progress: bool = False, model: str = "e3net") -> AttributionContext:
+    """Load the checkpoint (of `model`, echoedge.model.registry), build its deploy form, load the
+    videos and measure the reference EF."""
     import torch
 
-    from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.registry import load
     from echoedge.quantdebug.simulate import ef_per_video, load_videos
 
     t0 = time.perf_counter()
-    ck = load_checkpoint(Path(checkpoint))
+    ck = load(model, Path(checkpoint))
     example = torch.zeros(ck.spec.input_shape(1))
-    deploy = to_deploy_form(ck.model.eval(), example=example).eval()
+    deploy = to_deploy_form(ck.runnable, example=example).eval()
     vs = load_videos(data, ck.spec, split, videos, clips_per_video, cache_dir)
     t1 = time.perf_counter()
     ref = ef_per_video(deploy, vs, progress=progress, description="EF fp32 reference")
@@ -252,11 +253,12 @@ def attribute_artefacts(folders: Sequence[str | Path], checkpoint: str | Path, d
                         split: str = "VAL", videos: int | None = 12, clips_per_video: int = 1,
                         calibration_search: Sequence[str | Path] = (), threads: int = 2,
                         cache_dir: Path | None = None, progress: bool = False,
-                        log: Callable[[str], None] = lambda s: None) -> list[Attribution]:
+                        log: Callable[[str], None] = lambda s: None,
+                        model: str = "e3net") -> list[Attribution]:
     """Attribute every artefact folder in `folders` on the same videos (one reference pass)."""
     if not folders:
         raise EchoEdgeError("no artefact folders to attribute")
-    ctx = make_context(checkpoint, data, split, videos, clips_per_video, cache_dir, progress)
+    ctx = make_context(checkpoint, data, split, videos, clips_per_video, cache_dir, progress, model)
     out = []
     for f in folders:
         log(f"attribution: {Path(f).name}")

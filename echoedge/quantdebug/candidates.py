@@ -40,7 +40,7 @@ def measure_and_judge(folders: list[Path], manifests: dict[Path, Any], rows: lis
     sims = {f.name: _simulated_for(f, dq) for f in given}
     sims.update({name: sim for name, (_, sim) in mixed.items()})
     candidates = measure_candidates(given + [f for f, _ in mixed.values()], ctx.videos, ctx.ef_reference,
-                                    reference=ck.model, threads=opt.threads,
+                                    reference=ck.runnable, threads=opt.threads,
                                     latency_runs=opt.latency_runs, warmup=opt.warmup,
                                     latency_clip=_latency_clip(ctx.videos), simulated=sims,
                                     reference_name="eager fp32 (reference)", progress=opt.progress)

@@ -241,18 +241,19 @@ def _deploy_form(dq: dict[str, Any], manifest: Any, checkpoint: str | Path | Non
     """The checkpoint's deploy form, to name the file's convs by module path."""
     import torch
 
-    from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.registry import DEFAULT_MODEL, load
 
     path = Path(checkpoint) if checkpoint is not None else Path(dq.get("checkpoint") or "")
     if not path.is_file():
         raise DataError(f"{path}: the checkpoint debug-quant ran on is not there; pass --checkpoint")
-    ck = load_checkpoint(path)
+    # The units are module paths of the model as debug-quant ran it (a video ResNet's under `net.`).
+    ck = load(dq.get("model") or manifest.model or DEFAULT_MODEL, path)
     want = manifest.source_checkpoint_sha256 or dq.get("checkpoint_sha256")
     if want and ck.sha256 != want:
         raise DataError(f"{path}: checkpoint sha256 {ck.sha256[:12]}, but the artefact was built from "
                         f"{want[:12]}; pass the checkpoint it was converted from")
-    return to_deploy_form(ck.model.eval(), example=torch.zeros(shape)).eval()
+    return to_deploy_form(ck.runnable, example=torch.zeros(shape)).eval()
 
 
 def view_config(result: ExploreResult) -> Any:

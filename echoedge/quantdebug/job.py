@@ -167,13 +167,18 @@ def debug_quant(
     options: DebugQuantOptions | None = None,
     report: str | Path | None = None,
     log: Callable[[str], None] = print,
+    model: str | None = None,
 ) -> DebugQuantResult:
-    """Run the selected parts on the artefact folders at or below `artefacts`; write OUT/."""
+    """Run the selected parts on the artefact folders at or below `artefacts`; write OUT/.
+
+    `model` names what `checkpoint` holds (echoedge.model.registry); None: the model the
+    artefacts' manifests record, else Echo-E3Net. Every part works on the model as the pipeline
+    runs it (`LoadedModel.runnable`: EF first), so an EF-only video ResNet is debugged on EF."""
     import torch
 
-    from echoedge.convert.artefact import read_manifest
-    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.convert.artefact import artefacts_model, read_manifest
     from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.registry import DEFAULT_MODEL, load
     from echoedge.quantdebug.attribution import AttributionContext
     from echoedge.quantdebug.carryover import carry_over, previous_run
     from echoedge.quantdebug.parts import (
@@ -194,7 +199,7 @@ def debug_quant(
     if needs_artefacts and not folders:
         raise EchoEdgeError(f"parts {', '.join(needs_artefacts)} need ARTEFACTS (artefact folders or "
                             "a folder holding them); only --parts calibration runs without")
-    ck = load_checkpoint(Path(checkpoint))
+    ck = load(artefacts_model(folders, model) or DEFAULT_MODEL, Path(checkpoint))
     manifests = {f: read_manifest(f) for f in folders}
     for f, m in manifests.items():
         if m.source_checkpoint_sha256 and m.source_checkpoint_sha256 != ck.sha256:
@@ -206,7 +211,7 @@ def debug_quant(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    deploy = to_deploy_form(ck.model.eval(), example=torch.zeros(ck.spec.input_shape(1))).eval()
+    deploy = to_deploy_form(ck.runnable, example=torch.zeros(ck.spec.input_shape(1))).eval()
     if opt.keep_float is not None and "budget" in parts:
         check_keep_float(deploy, opt.keep_float, manifests.values())
     videos = load_videos(data, ck.spec, opt.split.upper(), opt.videos, opt.clips_per_video, opt.cache_dir,
@@ -223,6 +228,7 @@ def debug_quant(
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(checkpoint), "checkpoint_sha256": ck.sha256, "data": str(data),
+        "model": ck.entry.name, "outputs": list(ck.entry.outputs),
         "parts": list(parts),
         "videos": {"split": videos.split, "names": videos.names, "clips_per_video": videos.clips_per_video,
                    "shift": opt.shift, "shift_level": opt.shift_level if opt.shift else None,

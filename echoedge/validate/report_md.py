@@ -214,7 +214,8 @@ def render_debug_quant(dq: dict[str, Any]) -> str:
     v = dq["videos"]
     shifted = f" shifted by `{v['shift']}` ({v.get('shift_level')})" if v.get("shift") else ""
     out = [f"{len(v['names'])} {v['split']} videos{shifted} x {v['clips_per_video']} clip(s), ΔEF against the "
-           f"fp32 deploy form of `{Path(dq['checkpoint']).name}` ({dq['checkpoint_sha256'][:12]}); "
+           f"fp32 deploy form of `{Path(dq['checkpoint']).name}` "
+           f"({dq['model'] + ', ' if dq.get('model') else ''}{dq['checkpoint_sha256'][:12]}); "
            f"parts: {', '.join(dq['parts'])}."]
     att = dq.get("attribution")
     if att is not None:

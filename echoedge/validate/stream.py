@@ -85,10 +85,11 @@ class HopResult:
     timestamp_s: float  # its arrival time after the first frame
     selected: list[int]  # the frames the clip is made of (ClipBuffer.selected)
     ef: float
-    edv: float
-    esv: float
-    ed_landmarks: list[list[float]]  # (K, 2) normalised (x / W, y / H)
-    es_landmarks: list[list[float]]
+    # None where the model does not produce them (EchoNet-Dynamic's video ResNets: EF only).
+    edv: float | None
+    esv: float | None
+    ed_landmarks: list[list[float]] | None  # (K, 2) normalised (x / W, y / H)
+    es_landmarks: list[list[float]] | None
     preprocess_ms: float
     inference_ms: float
     latency_ms: float
@@ -184,19 +185,29 @@ def _replay_loop(frames: Iterable[np.ndarray], fps: float, runner: Callable[[np.
         prep_s += b - c
         vnow += e - c
         done = (clock() - t0) if opt.pace else vnow
-        ef, edv, esv = (float(np.asarray(o, dtype=np.float32).reshape(-1)[0]) for o in outs[:3])
+        # Outputs in OUTPUT_NAMES order, EF first; an EF-only model returns fewer: those are None.
+        ef, edv, esv = (float(np.asarray(o, dtype=np.float32).reshape(-1)[0]) if o is not None else None
+                        for o in _padded(outs, 3))
+        ed_lm, es_lm = (np.asarray(o, dtype=np.float32)[0].astype(float).tolist() if o is not None else None
+                        for o in _padded(outs, 5)[3:])
         latency = done - arrival
         h = HopResult(
             hop=n, newest_frame=i, timestamp_s=arrival, selected=[int(s) for s in selected],
-            ef=ef, edv=edv, esv=esv,
-            ed_landmarks=np.asarray(outs[3], dtype=np.float32)[0].astype(float).tolist(),
-            es_landmarks=np.asarray(outs[4], dtype=np.float32)[0].astype(float).tolist(),
+            ef=ef, edv=edv, esv=esv, ed_landmarks=ed_lm, es_landmarks=es_lm,
             preprocess_ms=1000.0 * prep_s, inference_ms=1000.0 * (e - b), latency_ms=1000.0 * latency,
             late=latency > hop_s, dropped=start >= arrival + hop_s,
         )
         n += 1
         prep_s = 0.0
         yield h
+
+
+def _padded(outs: Sequence[Any], n: int) -> list[Any]:
+    return [outs[k] if k < len(outs) else None for k in range(n)]
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def summarise(hops: list[HopResult], fps: float, opt: StreamOptions) -> dict[str, Any]:
@@ -210,8 +221,8 @@ def summarise(hops: list[HopResult], fps: float, opt: StreamOptions) -> dict[str
     return {
         "hops": len(hops),
         "ef": float(np.mean([h.ef for h in hops])),
-        "edv": float(np.mean([h.edv for h in hops])),
-        "esv": float(np.mean([h.esv for h in hops])),
+        "edv": _mean_or_none([h.edv for h in hops]),
+        "esv": _mean_or_none([h.esv for h in hops]),
         "ef_sd_over_hops": float(np.std([h.ef for h in hops])),
         "hop_ms": hop_ms,
         "rtf": float(compute.mean() / hop_ms),
@@ -250,8 +261,22 @@ def all_clips_ef(runner: Any, frames: np.ndarray, spec: ClipSpec, name: str) -> 
     return p.ef, p.n_clips
 
 
-def open_stream_runner(source: Path, threads: int, chatter: Path | None = None) -> tuple[Any, ClipSpec, str]:
-    """An artefact folder's runner, or the eager runner of a checkpoint file (.pt): runner, spec, name."""
+@dataclass
+class StreamSource:
+    """What `stream` runs: the runner, the ClipSpec it eats, its name, and which network it is."""
+
+    runner: Any
+    spec: ClipSpec
+    name: str
+    model: str | None  # the --model name (None: an artefact whose manifest does not record it)
+    outputs: tuple[str, ...]  # what it returns, EF first
+
+
+def open_stream_runner(source: Path, threads: int, chatter: Path | None = None,
+                       model: str | None = None) -> StreamSource:
+    """An artefact folder's runner, or the eager runner of a checkpoint file (.pt) of `model`
+    (echoedge.model.registry; None: Echo-E3Net). For a folder, a `model` its manifest contradicts
+    is one line (EchoEdgeError)."""
     import contextlib
 
     from echoedge.console import captured_output
@@ -261,16 +286,20 @@ def open_stream_runner(source: Path, threads: int, chatter: Path | None = None) 
         raise EchoEdgeError(f"{source}: artefact folder (or checkpoint) not found")
     with captured_output(chatter) if chatter else contextlib.nullcontext():
         if source.is_file():
-            from echoedge.model.checkpoint import load_checkpoint
+            from echoedge.model.registry import DEFAULT_MODEL, load
             from echoedge.validate.runner import EagerRunner
 
-            ck = load_checkpoint(source)
-            return EagerRunner(ck.model, threads=threads, name=f"eager:{source.name}"), ck.spec, f"eager:{source.name}"
-        from echoedge.convert.artefact import verify_artefact
+            ck = load(model or DEFAULT_MODEL, source)
+            name = f"eager:{source.name}"
+            runner = EagerRunner(ck.runnable, threads=threads, name=name, clip_shape=ck.spec.input_shape()[1:])
+            return StreamSource(runner, ck.spec, name, ck.entry.name, ck.entry.outputs)
+        from echoedge.convert.artefact import artefacts_model, verify_artefact
         from echoedge.validate.runner import open_runner
 
         m = verify_artefact(source)
-        return open_runner(source, threads=threads), ClipSpec.from_dict(m.clip_spec), source.name
+        recorded = artefacts_model([source], model)
+        return StreamSource(open_runner(source, threads=threads), ClipSpec.from_dict(m.clip_spec),
+                            source.name, recorded, tuple(t.name for t in m.outputs))
 
 
 def read_stream_video(path: Path, fps: float | None) -> tuple[np.ndarray, float, str]:
@@ -288,9 +317,10 @@ def read_stream_video(path: Path, fps: float | None) -> tuple[np.ndarray, float,
 
 def stream_video(source: Path, video: Path, out: Path, opt: StreamOptions, video_out: Path | None = None,
                  on_hop: Callable[[HopResult], None] | None = None,
-                 log: Callable[[str], None] = print) -> StreamResult:
-    """`echo-edge stream`: replay `video` into the artefact (or checkpoint) at `source`; write the
-    per-hop CSV, the summary JSON and optionally the annotated video into `out`."""
+                 log: Callable[[str], None] = print, model: str | None = None) -> StreamResult:
+    """`echo-edge stream`: replay `video` into the artefact (or checkpoint of `model`) at `source`;
+    write the per-hop CSV, the summary JSON and optionally the annotated video into `out`. What
+    the model does not produce (an EF-only model's EDV, ESV, landmarks) is null / an empty cell."""
     from echoedge.console import captured_output
 
     opt.check()
@@ -298,7 +328,8 @@ def stream_video(source: Path, video: Path, out: Path, opt: StreamOptions, video
     frames, fps, fps_from = read_stream_video(video, opt.fps)
     out.mkdir(parents=True, exist_ok=True)
     chatter = out / "stream.log"
-    runner, spec, name = open_stream_runner(Path(source), opt.threads, chatter)
+    src = open_stream_runner(Path(source), opt.threads, chatter, model)
+    runner, spec = src.runner, src.spec
     try:
         need = spec.span if opt.model_fps is None else None
         if need is not None and len(frames) < need:
@@ -311,7 +342,7 @@ def stream_video(source: Path, video: Path, out: Path, opt: StreamOptions, video
         if not hops:
             raise EchoEdgeError(f"{video}: {len(frames)} frames at {fps:g} FPS never filled a clip "
                                 f"in time mode at {opt.model_fps:g} FPS")
-        summary = _summary_dict(hops, fps, fps_from, frames, video, name, runner, spec, opt)
+        summary = _summary_dict(hops, fps, fps_from, frames, video, src, opt)
         if opt.all_clips:
             ef_all, n = all_clips_ef(runner, frames, spec, video.name)
             summary.update(all_clips_ef=ef_all, all_clips_n=n, ef_minus_all_clips=summary["ef"] - ef_all)
@@ -326,7 +357,8 @@ def stream_video(source: Path, video: Path, out: Path, opt: StreamOptions, video
 
 
 def _summary_dict(hops: list[HopResult], fps: float, fps_from: str, frames: np.ndarray, video: Path,
-                  name: str, runner: Any, spec: ClipSpec, opt: StreamOptions) -> dict[str, Any]:
+                  src: StreamSource, opt: StreamOptions) -> dict[str, Any]:
+    runner, spec, name = src.runner, src.spec, src.name
     measures = bool(getattr(runner, "measures_latency", True))
     return {
         "video": str(video), "frames": int(len(frames)), "frame_size": [int(frames.shape[1]), int(frames.shape[2])],
@@ -335,6 +367,7 @@ def _summary_dict(hops: list[HopResult], fps: float, fps_from: str, frames: np.n
         "hop": opt.hop, "paced": opt.pace, "threads": opt.threads,
         "artefact": name, "format": getattr(runner, "format", None), "precision": getattr(runner, "precision", None),
         "runtime": getattr(runner, "runtime", None), "clip_spec": spec.to_dict(),
+        "model": src.model, "outputs": list(src.outputs),
         **summarise(hops, fps, opt),
         "all_clips_ef": None, "all_clips_n": None, "ef_minus_all_clips": None,
         "timing_note": None if measures else (
@@ -353,19 +386,24 @@ def _atomic_write(path: Path, text: str) -> Path:
 
 
 def write_hops_csv(hops: list[HopResult], path: Path) -> Path:
-    """One row per hop; landmarks as columns ed_x0, ed_y0, ... (normalised [0, 1])."""
-    k = len(hops[0].ed_landmarks) if hops else 0
+    """One row per hop; landmarks as columns ed_x0, ed_y0, ... (normalised [0, 1]); none for a
+    model without landmarks, and empty EDV/ESV cells for one without volumes."""
+    k = len(hops[0].ed_landmarks) if hops and hops[0].ed_landmarks is not None else 0
     lm_cols = [f"{ph}_{c}{j}" for ph in ("ed", "es") for j in range(k) for c in ("x", "y")]
     s = io.StringIO()
     w = csv.writer(s, lineterminator="\n")
     w.writerow(["hop", "newest_frame", "timestamp_s", "ef", "edv", "esv", "preprocess_ms", "inference_ms",
                 "latency_ms", "late", "dropped", "selected_frames", *lm_cols])
     for h in hops:
-        lms = [f"{v:.5f}" for lm in (h.ed_landmarks, h.es_landmarks) for p in lm for v in p]
-        w.writerow([h.hop, h.newest_frame, f"{h.timestamp_s:.6f}", f"{h.ef:.4f}", f"{h.edv:.3f}", f"{h.esv:.3f}",
+        lms = [f"{v:.5f}" for lm in (h.ed_landmarks, h.es_landmarks) if lm is not None for p in lm for v in p]
+        w.writerow([h.hop, h.newest_frame, f"{h.timestamp_s:.6f}", f"{h.ef:.4f}", _cell(h.edv), _cell(h.esv),
                     f"{h.preprocess_ms:.3f}", f"{h.inference_ms:.3f}", f"{h.latency_ms:.3f}", int(h.late),
                     int(h.dropped), " ".join(map(str, h.selected)), *lms])
     return _atomic_write(path, s.getvalue())
+
+
+def _cell(v: float | None) -> str:
+    return "" if v is None else f"{v:.3f}"
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> Path:

@@ -83,11 +83,13 @@ def render_frames(frames: np.ndarray, hops: Sequence[Any]) -> list[np.ndarray]:
         current = hops[k - 1] if k else None
         img = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         img = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
-        if current is not None:
+        # An EF-only model (the video ResNets) has no contours to draw: only the EF trace.
+        if current is not None and current.ed_landmarks is not None:
             _draw_phase(img, current.ed_landmarks, ED_COLOUR)
             _draw_phase(img, current.es_landmarks, ES_COLOUR)
-        cv2.putText(img, "ED", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ED_COLOUR, 1, cv2.LINE_AA)
-        cv2.putText(img, "ES", (32, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ES_COLOUR, 1, cv2.LINE_AA)
+        if not hops or hops[0].ed_landmarks is not None:
+            cv2.putText(img, "ED", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ED_COLOUR, 1, cv2.LINE_AA)
+            cv2.putText(img, "ES", (32, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ES_COLOUR, 1, cv2.LINE_AA)
         out.append(np.vstack([img, _trace(img.shape[1], len(f), hops[:k], current)]))
     return out
 

@@ -85,20 +85,21 @@ def validate(
     extra_entries: Sequence[dict[str, Any]] = (),
     notes: Sequence[str] = (),
     log: Callable[[str], None] = print,
-    model: str = "e3net",
+    model: str | None = None,
 ) -> ValidationResult:
     """Validate the artefact folders at or below `artefacts`; write the four report files to `out`.
 
-    `model` names what `checkpoint` (the reference) holds, echoedge.model.registry.
+    `model` names what `checkpoint` (the reference) holds, echoedge.model.registry; None: the
+    model the artefacts' manifests record, else Echo-E3Net (`convert.artefact.artefacts_model`).
 
     `extra_entries` are artefact entries decided before validation (a conversion that failed in
     `echo-edge run`); they appear in the report with their status.
     """
-    from echoedge.convert.artefact import find_artefacts
+    from echoedge.convert.artefact import artefacts_model, find_artefacts
     from echoedge.data.cache import FrameCache
     from echoedge.data.echonet import EchoNet
     from echoedge.model.baseline import resolve_baseline
-    from echoedge.model.registry import load
+    from echoedge.model.registry import DEFAULT_MODEL, load
     from echoedge.validate.latency import TimedRunner, host_fingerprint
     from echoedge.validate.memory import memory_entry
     from echoedge.validate.runner import EagerRunner
@@ -108,7 +109,7 @@ def validate(
     folders = _collect(artefacts, find_artefacts)
     if not folders and not extra_entries:
         raise EchoEdgeError(f"{_show(artefacts)}: no artefact folders (with manifest.json) found")
-    ck = load(model, Path(checkpoint))
+    ck = load(artefacts_model(folders, model) or DEFAULT_MODEL, Path(checkpoint))
     _check_sources(folders, ck, Path(checkpoint))
 
     reader = EchoNet(Path(data), require_tracings=opt.require_tracings)
