@@ -338,6 +338,19 @@ def _(tmp, capsys):
     return load_checkpoint_file(junk)
 
 
+@scenario("video-resnet-without-checkpoint")
+def _(tmp, capsys):
+    return run_cli(["run", "--model", "r2plus1d_18", "--out", str(tmp / "run")], capsys)
+
+
+@scenario("checkpoint-of-another-model")
+def _(tmp, capsys):
+    from echoedge.model.checkpoint import SHIPPED
+    from echoedge.model.registry import open_model
+
+    return as_cli(lambda: open_model("r2plus1d_18", SHIPPED))
+
+
 @scenario("disk-full-report")
 def _(tmp, capsys):
     import errno

@@ -126,7 +126,7 @@ def _video_resnet(arch: str, config: str, mean: float, std: float, init: Any,
 
 def video_width(config: str) -> int:
     """A video ResNet's base width for --config: paper / full = torchvision's 64, tiny = 8,
-    wN = N (a narrower network of the same layout, e.g. w16 for a CPU-trainable stand-in)."""
+    wN = N (a narrower network of the same layout: w16 has 1.96 M parameters to 31.3 M)."""
     if config in ("paper", "full"):
         return 64
     if config == "tiny":
