@@ -350,9 +350,10 @@ def simulate_w8a8_activations(weights_sim: Any, clips: np.ndarray, keep_float: S
     from torchao.quantization.pt2e import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config,
+        get_symmetric_quantization_config,
     )
 
+    from echoedge.convert.executorch_quantizer import xnnpack_quantizer
     from echoedge.quantdebug.observers import calibrate
 
     clips = np.asarray(clips)
@@ -370,7 +371,7 @@ def simulate_w8a8_activations(weights_sim: Any, clips: np.ndarray, keep_float: S
         paths = _node_paths(node)
         return not paths or any(p in layers for p in paths)
 
-    quantizer = XNNPACKQuantizer().set_global(config).set_filter_function(quantize)
+    quantizer = xnnpack_quantizer().set_global(config).set_filter_function(quantize)
     example = (torch.from_numpy(np.ascontiguousarray(clips[:1], dtype=np.float32)),)
     weights_sim.eval()
     with torch.no_grad():
