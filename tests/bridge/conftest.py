@@ -1,33 +1,25 @@
 """One tiny ExecuTorch fp32 artefact and one Android and one iOS bundle of it, built once per session.
 
-The artefact is the tiny Echo-E3Net's deploy form (random weights, seed 0) converted with the real
-converter; the bundles are built through the real CLI, so every bridge test reads what a user gets.
+The artefact is the tiny Echo-E3Net's (random weights, seed 0) ExecuTorch fp32 folder that the
+session's `echo-edge run` (`tiny_run`, tests/conftest.py) converted with the real converter --
+copied, not converted again (a tiny lowering costs about a minute on 2 cores); the bundles are
+built through the real CLI, so every bridge test reads what a user gets.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def tiny_artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("executorch")
-    import torch
-
-    from echoedge.convert.executorch import export_executorch
-    from echoedge.model.config import clip_spec_for, get_config
-    from echoedge.model.deploy import to_deploy_form
-    from echoedge.model.network import EchoE3Net
-
-    torch.manual_seed(0)
-    cfg = get_config("tiny")
-    model = EchoE3Net(cfg).eval()
-    spec = clip_spec_for(cfg, mean=35.0, std=48.0)
-    deploy = to_deploy_form(model, example=torch.randn(*spec.input_shape(1)))
+def tiny_artefacts(tmp_path_factory: pytest.TempPathFactory, tiny_run) -> Path:
+    """An artefacts folder holding only the tiny run's executorch-fp32."""
+    assert tiny_run.rc == 0 and tiny_run.fp32.is_dir(), tiny_run.stdout[-2000:]
     root = tmp_path_factory.mktemp("bridge") / "artefacts"
-    export_executorch(deploy, spec, root / "executorch-fp32", "fp32", None, "ab" * 32, progress=False)
+    shutil.copytree(tiny_run.fp32, root / "executorch-fp32")
     return root
 
 

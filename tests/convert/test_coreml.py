@@ -4,7 +4,8 @@ when asked for Core ML itself, with PlatformError -> SKIPPED_PLATFORM).
 
 A small 2D-only model with Echo-E3Net's I/O (convs incl. depthwise/dilated, layer norm, tanh GELU,
 softmax attention, linear, sigmoid) keeps these fast: each artefact is built once per module. The
-tiny Echo-E3Net end-to-end runs are marked slow.
+tiny Echo-E3Net end-to-end run (W8A8) is marked slow; its fp32 package is checked where the suite
+already converts it (tests/validate/test_reproducible.py).
 """
 
 from __future__ import annotations
@@ -293,17 +294,15 @@ def tiny_e3net():
 
 
 @pytest.mark.slow
-def test_tiny_echo_e3net_fp32_and_w8a8_end_to_end(tiny_e3net, tmp_path):
+def test_tiny_echo_e3net_w8a8_end_to_end(tiny_e3net, tmp_path):
+    """(The tiny Echo-E3Net's fp32 package against the 3D reference, all five outputs, is checked
+    in tests/validate/test_reproducible.py on the session's `echo-edge export` rebuild of the same
+    weights: converting them here too cost one more Core ML conversion.)"""
     model, form, spec, clips = tiny_e3net
-    fp32 = export_coreml(form, spec, tmp_path / "fp32", "fp32", None, "b" * 64, progress=False)
     w8a8 = export_coreml(form, spec, tmp_path / "w8a8", "w8a8", FakeCalibration(clips[:4]), "b" * 64,
                          progress=False)
     x = clips[4:]
     eager = EagerRunner(model)(x)  # the 3D reference, not the deploy form
-    with open_runner(fp32) as r:
-        out = r(x)
-    for name, o, e in zip(OUTPUT_NAMES, out, eager):
-        assert _rel_err(o, e) <= 1e-4, name
     with open_runner(w8a8) as r:
         out = r(x)
     for name, o, e in zip(OUTPUT_NAMES[:3], out[:3], eager[:3]):

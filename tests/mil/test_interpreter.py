@@ -415,10 +415,14 @@ def test_w8a8_program_matches_int8_activations_simulated_in_pytorch(quantized_pr
     assert err_sim < err_plain  # closer to the simulated quantization than to the float model
 
 
-# --- the whole tiny Echo-E3Net (slow: two conversions) -----------------------------------------
+# --- the whole tiny Echo-E3Net (slow: a conversion) --------------------------------------------
+# Its fp32 program through this interpreter (the Core ML runner off macOS) against the 3D eager
+# reference, all five outputs within 1e-4, is checked in tests/validate/test_reproducible.py on the
+# fp32 package the suite already builds from the same weights; converting it here too cost one
+# more Core ML conversion.
 
 @pytest.mark.slow
-def test_tiny_echo_e3net_fp32_and_fp16_programs_vs_eager(tmp_path):
+def test_tiny_echo_e3net_fp16_program_vs_eager(tmp_path):
     from echoedge.convert.coreml_mlprogram import convert_to_mlmodel, quiet_coremltools
     from echoedge.model.config import clip_spec_for
     from echoedge.model.deploy import to_deploy_form
@@ -431,11 +435,10 @@ def test_tiny_echo_e3net_fp32_and_fp16_programs_vs_eager(tmp_path):
     form = to_deploy_form(model, torch.from_numpy(x)).eval()
     with torch.no_grad():
         eager = [o.numpy() for o in model(torch.from_numpy(x))]
-    for prec, bound in (("fp32", 1e-4), ("fp16", 3e-3)):
-        with quiet_coremltools():
-            convert_to_mlmodel(form, torch.from_numpy(x), prec).save(str(tmp_path / f"{prec}.mlpackage"))
-        interp = Interpreter(tmp_path / f"{prec}.mlpackage")
-        assert interp.precision == prec
-        out = interp.run({"clip": x})
-        for name, e in zip(interp.output_names, eager):
-            assert np.abs(out[name] - e).max() <= bound * np.abs(e).max(), (prec, name)
+    with quiet_coremltools():
+        convert_to_mlmodel(form, torch.from_numpy(x), "fp16").save(str(tmp_path / "fp16.mlpackage"))
+    interp = Interpreter(tmp_path / "fp16.mlpackage")
+    assert interp.precision == "fp16"
+    out = interp.run({"clip": x})
+    for name, e in zip(interp.output_names, eager):
+        assert np.abs(out[name] - e).max() <= 3e-3 * np.abs(e).max(), name

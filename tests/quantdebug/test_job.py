@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -96,18 +97,22 @@ def test_unreachable_budget_exits_1_with_the_reason(first_run, capsys):
 def test_met_budget_emits_a_mixed_artefact_and_the_report_shows_the_section(first_run, tiny_job, synth_root):
     """A hand-picked mix (--keep-float, no search) within the budget is emitted, measured, reported.
 
+    The mix is the tiny Echo-E3Net's first two int8 units float: the suite's one real mixed .pte of
+    it (tests/quantdebug/test_budget.py checks on the same weights and units that keep_float reaches
+    the quantizer, in the graph it lowers, without converting again).
+
     (The greedy search itself, ranking a fragile layer first and keeping it float, is tested on a
     network built fragile in test_budget/test_sensitivity: a random-weight Echo-E3Net's EF barely
     depends on its input, so which of its layers matters most is a coin toss.)
     """
     _, dq, _ = first_run
-    unit = tiny_job["units"][0]
+    units = tiny_job["units"]  # the first two units of the recipe
     out = tiny_job["root"] / "dq2"
     # An earlier run's result in the same folder: the parts this run does not redo are kept.
     out.mkdir()
     shutil.copy(first_run[2] / "debug_quant.json", out / "debug_quant.json")
     shutil.copy(first_run[2] / dq["figures"]["calibration_size"], out / dq["figures"]["calibration_size"])
-    rc = _run(tiny_job, synth_root, out, "--parts", "budget", "--keep-float", unit, "--budget", "10",
+    rc = _run(tiny_job, synth_root, out, "--parts", "budget", "--keep-float", ",".join(units), "--budget", "10",
               "--max-memory-mb", "1000", "--report", str(tiny_job["report"]))
     assert rc == 0
     dq2 = json.loads((out / "debug_quant.json").read_text())
@@ -118,23 +123,27 @@ def test_met_budget_emits_a_mixed_artefact_and_the_report_shows_the_section(firs
         assert dq2[key] == dq[key]
     assert dq2["figures"]["calibration_size"] == dq["figures"]["calibration_size"]
     b = dq2["budget"][0]
-    assert b["met"] and b["kept_float"] == [unit] and b["search"]["evaluations"] == 1
+    assert b["met"] and b["kept_float"] == units and b["search"]["evaluations"] == 1
     # The memory limit: the search's estimate and the emitted file's own figures beside it.
     mem = b["memory"]
     assert mem["limit_mb"] == 1000 and 0 < mem["estimate_mb"] and mem["within_limit"]
     assert 0 < mem["graph_peak_mb"] <= 1000 and mem["planned_mb"] >= 0
     mixed = out / "artefacts" / "executorch-int8-mixed"
     man = json.loads((mixed / "manifest.json").read_text())
-    assert man["details"]["quantization"]["recipe"]["kept_float"] == [unit]
+    assert man["details"]["quantization"]["recipe"]["kept_float"] == units
     names = [c["name"] for c in dq2["candidates"]]
     assert names[0].startswith("eager fp32") and "executorch-int8" in names and "executorch-int8-mixed" in names
     assert all(c["latency_ms"] > 0 for c in dq2["candidates"])
+    # The mixed .pte really ran in the ExecuTorch runtime: its EF on the videos is a number.
+    mixed_c = next(c for c in dq2["candidates"] if c["name"] == "executorch-int8-mixed")
+    assert mixed_c["kept_float"] == units
+    assert math.isfinite(mixed_c["mean_abs_def"]) and math.isfinite(mixed_c["max_abs_def"])
     assert [g["format"] for g in dq2["goal"]] == ["executorch"]
     assert dq2["goal"][0]["status"] in ("met", "not met")
     # The report: the key in report.json, the section in report.md and a self-contained report.html.
     rep_dir = tiny_job["report"].parent
     rep = json.loads(tiny_job["report"].read_text())
-    assert rep["debug_quant"]["budget"][0]["kept_float"] == [unit]
+    assert rep["debug_quant"]["budget"][0]["kept_float"] == units
     assert "## Quantization debugging" in (rep_dir / "report.md").read_text()
     html = (rep_dir / "report.html").read_text()
     section = html[html.index("Quantization debugging"):]

@@ -1,7 +1,8 @@
-"""Session fixtures for validation tests: one `echo-edge run` on a tiny checkpoint, reused.
+"""Session fixtures for validation tests around the suite's one `echo-edge run` on a tiny
+checkpoint (`tiny_run`, tests/conftest.py; the bridge tests bundle its artefact too).
 
 ExecuTorch lowering of even the tiny Echo-E3Net deploy form takes a minute or more on 2 cores,
-so the suite converts exactly twice: the fp32 artefact built by `echo-edge run` (which is also
+so validation converts exactly twice: the fp32 artefact built by `echo-edge run` (which is also
 the end-to-end test of `run`) and one artefact made worse on purpose.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.tiny_e3net import TinyRun, tiny_checkpoint
 
 
 def _need_executorch() -> None:
@@ -20,56 +22,6 @@ def _need_executorch() -> None:
     # no ExecuTorch.
     pytest.importorskip("torch")
     pytest.importorskip("executorch")
-
-
-def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    import torch
-
-    from echoedge.model.checkpoint import save_checkpoint
-    from echoedge.model.config import clip_spec_for, get_config
-    from echoedge.model.network import EchoE3Net
-
-    torch.manual_seed(seed)
-    cfg = get_config("tiny")
-    model = EchoE3Net(cfg).eval()
-    return save_checkpoint(path, model, cfg, clip_spec_for(cfg, mean=35.0, std=48.0), "test")
-
-
-@dataclass
-class TinyRun:
-    root: Path
-    checkpoint: Path
-    data: Path
-    frames: Path
-    out: Path  # the run's output folder
-    rc: int
-    stdout: str
-
-    @property
-    def fp32(self) -> Path:
-        return self.out / "artefacts" / "executorch-fp32"
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, synth_root: Path) -> TinyRun:
-    """`echo-edge run` end to end on the tiny config: ExecuTorch and Core ML fp32, 2 TEST videos."""
-    import contextlib
-    import io
-
-    _need_executorch()
-    from echoedge.cli import main as cli_main
-
-    root = tmp_path_factory.mktemp("tinyrun")
-    ck = tiny_checkpoint(root / "tiny.pt")
-    out = root / "run"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        # Two formats in two worker processes: the parallel export path, end to end.
-        rc = cli_main(["run", "--checkpoint", str(ck), "--data", str(synth_root), "--format",
-                       "executorch,coreml", "--jobs", "2", "--precision", "fp32", "--videos", "2", "--clips", "2", "--runs", "3",
-                       "--warmup", "1", "--bootstrap", "200", "--out", str(out),
-                       "--cache-dir", str(root / "frames"), "--no-progress"])
-    return TinyRun(root, ck, synth_root, root / "frames", out, rc, buf.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,40 @@ def test_rebuild_of_the_tiny_pte_is_byte_identical(tiny_run, rebuilt):
     assert _without_build_fields(m1) == _without_build_fields(m2)
 
 
+@pytest.mark.parametrize("fmt", ["executorch", "coreml"])
+def test_export_fp32_of_the_tiny_e3net_matches_its_3d_reference(tiny_run, rebuilt, fmt):
+    """`echo-edge export` to fp32 alone, end to end on the tiny Echo-E3Net: no calibration set
+    drawn, float weights, and the artefact in its runtime (Core ML: the reference interpreter, off
+    macOS) equal to the 3D eager reference (not the deploy form) on all five outputs within float
+    rounding.
+
+    (Moved here: test_export_cli's fp32 half, test_executorch's and test_coreml's tiny fp32 e2e
+    tests and tests/mil's tiny fp32 program each converted these same weights once more.)"""
+    import numpy as np
+
+    from echoedge.convert.artefact import OUTPUT_NAMES, read_manifest
+    from echoedge.model.checkpoint import load_checkpoint
+    from echoedge.validate import EagerRunner, open_runner
+
+    assert not (rebuilt / "calibration").exists()  # fp32 needs no calibration clips
+    folder = rebuilt / f"{fmt}-fp32"
+    m = read_manifest(folder)
+    assert m.format == fmt and m.precision == "fp32" and m.calibration_id is None
+    if fmt == "executorch":
+        assert m.details["weights"]["int8_share"] == 0.0
+        assert m.details["delegation"]["xnnpack_subgraphs"] >= 1
+    ck = load_checkpoint(tiny_run.checkpoint)
+    x = np.random.default_rng(0).standard_normal((2, *ck.spec.input_shape(1)[1:])).astype(np.float32)
+    eager = EagerRunner(ck.model)(x)
+    with open_runner(folder) as r:
+        if fmt == "coreml" and r.interpreter_precision is not None:  # off macOS: the MIL interpreter
+            assert r.interpreter_precision == "fp32"  # it reads the program's own precision
+        out = r(x)
+    for name, o, e in zip(OUTPUT_NAMES, out, eager):
+        assert o.shape == e.shape, name
+        assert float(np.abs(o - e).max() / np.abs(e).max()) <= 1e-4, name
+
+
 def test_rebuild_of_the_tiny_mlpackage_differs_only_where_the_manifest_says(tiny_run, rebuilt):
     first = _files(tiny_run.out / "artefacts" / "coreml-fp32")
     again = _files(rebuilt / "coreml-fp32")
