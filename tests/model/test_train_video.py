@@ -16,15 +16,14 @@ from echoedge.model.registry import load
 from echoedge.model.train import TrainConfig, train
 from echoedge.model.video_checkpoint import load_video_checkpoint
 from echoedge.model.video_resnet import build_video_resnet
+from tests.model.test_train_eval import _tc as tiny_train_config
 
 
 def _tc(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), model="r2plus1d_18", config="tiny", frames=4,
-                period=2, epochs=2, batch_size=2, workers=0, val_clips=1, val_videos=2,
-                max_train_videos=4, norm_videos=4, progress=False,
-                cache_dir=str(out.parent / "frames"), lr=2e-3)
+    """test_train_eval's tiny run, for a 1/8-width R(2+1)D-18 on 4-frame clips."""
+    base = dict(model="r2plus1d_18", frames=4, period=2, max_train_videos=4)
     base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(data, out, **base)
 
 
 @pytest.fixture(scope="module")

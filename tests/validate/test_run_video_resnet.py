@@ -24,17 +24,9 @@ pytest.importorskip("onnx2tf")
 
 
 def _echonet_checkpoint(path: Path) -> Path:
-    from echoedge.data.clipspec import ClipSpec
-    from echoedge.model.video_resnet import build_video_resnet
+    from tests.video_resnet_tiny import tiny_echonet_checkpoint
 
-    torch.manual_seed(0)
-    net = build_video_resnet("r2plus1d_18", base_width=4)
-    with torch.no_grad():
-        net.fc.weight.normal_(0.0, 2.0)
-    spec = ClipSpec(frames=8, period=2, height=32, width=32, channels=3, mean=32.5, std=50.0)
-    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()},
-                "clip_spec": spec.to_dict()}, path)
-    return path
+    return tiny_echonet_checkpoint(path, base_width=4, frames=8, size=32)
 
 
 def _cli(args: list[str]) -> tuple[int, str]:
