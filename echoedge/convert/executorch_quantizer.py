@@ -35,10 +35,6 @@ def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
     return quantize
 
 
-# Both the quantizer's fx ops and their ATen overload names: a BatchNorm left in the graph.
-_BATCH_NORM = ("batch_norm", "_native_batch_norm")
-
-
 def xnnpack_quantizer() -> Any:
     """An XNNPACKQuantizer that skips its conv + BatchNorm patterns on a graph with no BatchNorm.
 
@@ -53,7 +49,8 @@ def xnnpack_quantizer() -> Any:
 
     class _Quantizer(XNNPACKQuantizer):
         def annotate(self, model: Any) -> Any:
-            has_bn = any(n.op == "call_function" and any(b in str(n.target) for b in _BATCH_NORM)
+            # aten.batch_norm and _native_batch_norm_legit*: every BatchNorm overload
+            has_bn = any(n.op == "call_function" and "batch_norm" in str(n.target)
                          for n in model.graph.nodes)
             if not has_bn:
                 self.SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS
