@@ -36,7 +36,7 @@ def test_video_resnet_trains_and_its_checkpoint_loads_as_echonet_dynamic_layout(
     res, _ = video_run
     rows = list(csv.DictReader(open(res.out / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert all(float(r["train_ef_mae"]) >= 0 for r in rows)
+    assert all(0 <= float(r["train_ef_mae"]) < 100 for r in rows)  # an EF error in points, not NaN
     vk = load_video_checkpoint(res.best)
     assert vk.arch == "r2plus1d_18" and vk.base_width == 8
     # The clip it was trained on travels with it: 4 frames, 3 channels, the TRAIN normalisation.
