@@ -207,7 +207,9 @@ def test_view_renders_with_the_overlay_in_headless_chromium(job, tflite_art, tmp
     proc, page = open_page(CHROMIUM, url, tmp_path / "profile", _free_port())
     # The stats table prints the graph's largest value: the fragile layer's figure, as JS prints it.
     top = max(u.effect for u in job["sweep"].units)
-    needle = f"{top:.4f}"[:6]
+    # JS prints a double as its shortest round-trip form, which is Python's repr: cut that
+    # (rounding to 4 places would turn 0.265597... into 0.2656, which the page never shows).
+    needle = repr(float(top))[:6]
     try:
         text = wait_for_text(page, ["sensitivity: |dEF| won back", "int8", needle])
         shot = screenshot(page, tmp_path / "explore.png")
