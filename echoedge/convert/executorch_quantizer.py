@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, WHOLE_KEEP_FLOAT, int8_scope
+from echoedge.convert.int8_recipe import (
+    DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, WHOLE_KEEP_FLOAT, int8_scope, present_modules,
+)
 
 
 def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
@@ -100,8 +102,8 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
         output_activation=dataclasses.replace(config.output_activation, observer_or_fake_quant_ctr=observer),
     )
     if recipe == "whole":
-        keep = tuple(dict.fromkeys([*_present(model, WHOLE_KEEP_FLOAT), *keep_float]))
-        glue = _present(model, WHOLE_FLOAT_GLUE)
+        keep = tuple(dict.fromkeys([*present_modules(model, WHOLE_KEEP_FLOAT), *keep_float]))
+        glue = present_modules(model, WHOLE_FLOAT_GLUE)
         quantizer = xnnpack_quantizer().set_global(config).set_filter_function(
             _in_scope(None, keep, True, glue))
         quantizer.set_module_type(nn.Linear, get_symmetric_quantization_config(is_per_channel=True,
@@ -164,8 +166,3 @@ def _linears_on_2d_inputs(model: Any, example: Any) -> list[str]:
         for h in hooks:
             h.remove()
     return list(dict.fromkeys(found))
-
-
-def _present(model: Any, paths: Sequence[str]) -> list[str]:
-    names = {n for n, _ in model.named_modules()}
-    return [p for p in paths if p in names]

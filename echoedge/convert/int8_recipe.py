@@ -8,7 +8,7 @@ TFLite: denylisted nodes; Core ML: its weight threshold).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 RECIPES = ("conv-stages", "whole")
 DEFAULT_RECIPE = "conv-stages"
@@ -49,6 +49,12 @@ def int8_scope(model: Any) -> tuple[str, ...] | None:
     from echoedge.model.network import EchoE3Net
 
     return ("encoder.cnn",) if isinstance(model, EchoE3Net) else None
+
+
+def present_modules(model: Any, paths: Sequence[str]) -> list[str]:
+    """The module paths of `paths` that `model` has (the recipe's names are Echo-E3Net's)."""
+    names = {n for n, _ in model.named_modules()}
+    return [p for p in paths if p in names]
 
 
 def recipe_of(details: dict[str, Any]) -> str | None:

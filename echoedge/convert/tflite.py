@@ -40,14 +40,17 @@ from echoedge.convert.artefact import (
     write_artefact,
 )
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
-from echoedge.convert.int8_recipe import DEFAULT_RECIPE, check_recipe
-from echoedge.convert.tflite_int8 import FLOAT_OPS_IN_INT8, Int8ScopePlan, int8_scope, selective_int8
+from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, check_recipe, present_modules
+from echoedge.convert.tflite_int8 import (
+    FLOAT_OPS_IN_INT8, WHOLE_FLOAT_OPS, Int8ScopePlan, int8_scope, selective_int8,
+)
 from echoedge.convert.tflite_interpreter import (
     DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, to_layout,
 )
 from echoedge.console import captured_output
 from echoedge.convert.tflite_onnx2tf import front_end, log_reason, saved_model_layout
 from echoedge.convert.tflite_ops import check_ops, check_scoped_int8, inspect_tflite
+from echoedge.convert.tflite_strip import strip_tensor_names
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError
 
@@ -171,9 +174,10 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
                         layout: str, log: Path, progress: bool = True,
                         scope: Sequence[str] | None = None, onnx_path: Path | None = None,
                         float_weights: Sequence[np.ndarray] = (),
-                        keep_float: Sequence[str] = ()) -> Converted:
+                        keep_float: Sequence[str] = (), float_glue: bool = False) -> Converted:
     """The .tflite bytes of one precision from an onnx2tf SavedModel. `scope` (int8 only, with
-    the ONNX file the SavedModel came from) limits int8 to the convs of those modules."""
+    the ONNX file the SavedModel came from) limits int8 to the convs of those modules;
+    `float_glue` (int8, whole recipe) keeps the glue ops float (tflite_int8.selective_int8)."""
     import tensorflow as tf
 
     def representative() -> Iterator[list[np.ndarray]]:
@@ -194,7 +198,7 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
             converter.target_spec.supported_types = [tf.float16]
         elif precision == "int8":
             data, plan = selective_int8(converter, representative, scope, onnx_path,
-                                        float_weights, keep_float)
+                                        float_weights, keep_float, float_glue)
             return Converted(data, plan)
         elif precision == "int8-full":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -230,10 +234,18 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     layout = saved_model_layout(fe.saved_model, clip_shape)
     log = fe.folder / f"convert-{precision}.log"
     scope = int8_scope(model) if precision == "int8" and recipe == DEFAULT_RECIPE else None
+    whole = precision == "int8" and recipe == "whole"
+    glue = present_modules(model, WHOLE_FLOAT_GLUE) if whole else []
+    stripped = None
     try:
         conv = convert_saved_model(fe.saved_model, precision, clips, layout, log, progress,
                                    scope=scope, onnx_path=fe.folder / "model.onnx",
-                                   float_weights=float_weights, keep_float=keep_float)
+                                   float_weights=float_weights, keep_float=keep_float,
+                                   float_glue=bool(glue))
+        if whole:  # the smallest file is the recipe's point; nothing reads these names
+            with captured_output(log):
+                stripped = strip_tensor_names(conv.data)
+            conv.data = stripped.data
     except EchoEdgeError:
         raise
     except Exception as e:
@@ -300,7 +312,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "ops_left_in_float": summary["ops_left_in_float"],
             "flex_ops": summary["flex_ops"],
             "op_histogram": summary["histogram"],
-            "quantization": _quant_details(precision, calib, conv.scope, scope_check, recipe),
+            "quantization": _quant_details(precision, calib, conv.scope, scope_check, recipe, glue),
+            **({"tensor_names": stripped.to_dict()} if stripped else {}),
             "onnx": fe.onnx.to_dict(),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "interpreter": "litert", "cases": int(len(golden)),
@@ -314,8 +327,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
 
 
 def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8ScopePlan | None = None,
-                   scope_check: dict[str, Any] | None = None, recipe: str = DEFAULT_RECIPE
-                   ) -> dict[str, Any]:
+                   scope_check: dict[str, Any] | None = None, recipe: str = DEFAULT_RECIPE,
+                   float_glue: Sequence[str] = ()) -> dict[str, Any]:
     if precision == "fp32":
         return {"scheme": None}
     if precision == "fp16":
@@ -326,6 +339,11 @@ def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8Scop
                "io": "float32 (QUANTIZE/DEQUANTIZE inside the file)", "calibration": calib,
                "recipe": {"name": recipe}, "int8_modules": list(scope.modules) if scope and scope.modules else "all",
                "float": "denylisted ops" + (" and every op outside int8_modules" if scope and scope.modules else "")}
+        if float_glue:  # the whole recipe: ExecuTorch's float glue, found in the graph by rank
+            out["recipe"]["float_glue"] = list(float_glue)
+            out["denylisted_ops"] += list(WHOLE_FLOAT_OPS)
+            out["float"] += (" (with every " + ", ".join(WHOLE_FLOAT_OPS) + ") and the vector glue: "
+                             "ops on 2-D (batch, features) tensors but FULLY_CONNECTED")
         if scope is not None and scope.kept_float:  # mixed precision (echo-edge debug-quant)
             out["kept_float"] = list(scope.kept_float)
             out["float"] += " and the convs of kept_float"

@@ -27,6 +27,15 @@ from echoedge.errors import EchoEdgeError
 FLOAT_OPS_IN_INT8 = ("RSQRT", "SQUARED_DIFFERENCE", "SOFTMAX", "MEAN", "SUB", "TANH",
                      "BATCH_MATMUL", "LOGISTIC", "REDUCE_MAX", "SQRT", "DIV", "SUM", "MAXIMUM",
                      "POW")
+# Also float in the "whole" recipe's file of a model with float glue (int8_recipe.WHOLE_FLOAT_GLUE):
+# every MUL. In Echo-E3Net none carries a weight: they are the layer norms' scales, the GELU and
+# attention gates and E2FA's output scaling, each int8 MUL a second per-tensor rounding of an
+# activation. Shipped checkpoint, run's protocol (24 TEST videos x 2 clips, 32 ef-stratified
+# clips), mean / p95 |dEF| vs fp32: whole 0.475 / 0.793; with the vector glue float (below) 0.449 /
+# 0.834; and every MUL 0.344 / 0.657 (MULs of two activations only: 0.370 / 0.780; every ADD too:
+# 0.283 / 0.689 but the file grows to 2.47 MB, its bias constants float). p50 in the same
+# round-robin run: 179 ms -> 174 ms (an AVX2 host), no slower.
+WHOLE_FLOAT_OPS = ("MUL",)
 
 
 # ----------------------------------------------------------------------------- int8 scope
@@ -154,6 +163,20 @@ def int8_scope_plan(tflite: bytes, onnx_path: Path, modules: Sequence[str],
                          tuple(keep_float))
 
 
+def vector_glue_nodes(tflite: bytes) -> list[str]:
+    """Output names of the ops on (batch, features) vectors, FULLY_CONNECTED and (de)quantize
+    aside: for Echo-E3Net, E2FA's statistics row, its concatenation and output scaling, and the
+    heads' 2-D bookkeeping -- the ops ExecuTorch's whole recipe keeps float as E2FA's glue.
+    onnx2tf keeps no module names, so the glue is found by rank: every output 2-D or less."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    ops, names, _ = tflite_graph(tflite)
+    sg = schema.Model.GetRootAs(tflite, 0).Subgraphs(0)
+    rank = [sg.Tensors(i).ShapeLength() for i in range(sg.TensorsLength())]
+    return [names[t] for o in ops if o.op not in ("FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE")
+            and o.outputs and all(rank[t] <= 2 for t in o.outputs) for t in o.outputs]
+
+
 def keep_float_plan(tflite: bytes, float_weights: Sequence[np.ndarray],
                     keep_float: Sequence[str]) -> Int8ScopePlan:
     """Mixed precision without a scope (a model whose recipe quantizes every conv, e.g. a video
@@ -193,18 +216,24 @@ def _locate_convs(ops: list[GraphOp], const: Callable[[int], np.ndarray | None],
 def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np.ndarray]]],
                    scope: Sequence[str] | None = None, onnx_path: Path | None = None,
                    float_weights: Sequence[np.ndarray] = (),
-                   keep_float: Sequence[str] = ()) -> tuple[bytes, Int8ScopePlan | None]:
+                   keep_float: Sequence[str] = (),
+                   float_glue: bool = False) -> tuple[bytes, Int8ScopePlan | None]:
     """The selective int8 .tflite bytes of a TFLiteConverter (SavedModel, TFLITE_BUILTINS), and the
     scope plan when `scope` (with the ONNX file the SavedModel came from) limits int8 to the convs
-    of those modules. Runs inside the caller's output capture."""
+    of those modules. `float_glue` (the whole recipe, unscoped): WHOLE_FLOAT_OPS and the vector
+    glue (vector_glue_nodes) stay float too. Runs inside the caller's output capture."""
     import tensorflow as tf
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
+    float_ops = list(FLOAT_OPS_IN_INT8) + (list(WHOLE_FLOAT_OPS) if float_glue else [])
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=representative,
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_ops=list(FLOAT_OPS_IN_INT8)))
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops))
+    if float_glue and not scope and not len(float_weights):
+        # The glue's names exist only in the calibrated graph: read them, then quantize again.
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=float_ops, denylisted_nodes=vector_glue_nodes(bytes(debugger.calibrated_model)))
     if not scope and not len(float_weights):
         return bytes(debugger.get_nondebug_quantized_model()), None
     if scope and onnx_path is None:
@@ -219,5 +248,5 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
     return bytes(debugger.get_nondebug_quantized_model()), plan
 
 
-__all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "Int8ScopePlan", "int8_scope", "int8_scope_plan", "keep_float_plan",
-                          "selective_int8")
+__all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "WHOLE_FLOAT_OPS", "Int8ScopePlan", "int8_scope", "int8_scope_plan",
+                          "keep_float_plan", "selective_int8", "vector_glue_nodes")

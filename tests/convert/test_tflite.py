@@ -163,6 +163,40 @@ def test_whole_recipe_stores_every_conv_and_linear_weight_int8(artefacts, deploy
     _assert_int8_close(artefacts["int8-whole"], deploy)
 
 
+def test_whole_recipe_keeps_the_glue_float_and_drops_intermediate_names(artefacts):
+    """Read from the written flatbuffer: every MUL and every op on 2-D (batch, features) tensors
+    but FULLY_CONNECTED computes in float (ExecuTorch's E2FA glue), the FULLY_CONNECTED layers stay
+    int8, and only the graph's inputs and outputs keep a tensor name."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = read_manifest(artefacts["int8-whole"])
+    q = m.details["quantization"]
+    assert q["recipe"]["float_glue"] == ["fa"] and "MUL" in q["denylisted_ops"]
+    buf = (artefacts["int8-whole"] / m.model_file).read_bytes()
+    model = schema.Model.GetRootAs(buf, 0)
+    sg = model.Subgraphs(0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int)}
+    kinds = {}
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        oc = model.OperatorCodes(op.OpcodeIndex())
+        name = names[max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())]
+        outs = [sg.Tensors(int(t)) for t in op.OutputsAsNumpy()]
+        float_out = all(t.Type() == schema.TensorType.FLOAT32 for t in outs)
+        if name == "MUL" or (name not in ("FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE")
+                             and all(t.ShapeLength() <= 2 for t in outs)):
+            assert float_out, (i, name)
+            kinds[name] = kinds.get(name, 0) + 1
+        if name == "FULLY_CONNECTED":
+            assert sg.Tensors(int(op.InputsAsNumpy()[1])).Type() == schema.TensorType.INT8, i
+    assert kinds.get("MUL") and kinds.get("CONCATENATION"), kinds  # the statistics row is there
+    io = {int(t) for t in list(sg.InputsAsNumpy()) + list(sg.OutputsAsNumpy())}
+    named = {i for i in range(sg.TensorsLength()) if sg.Tensors(i).Name()}
+    assert named == io, sorted(named - io)[:5]
+    assert m.details["tensor_names"]["names_dropped"] > 100
+    assert m.details["tensor_names"]["bytes_saved"] > 0
+
+
 def test_run_reuses_an_int8_file_only_when_it_was_built_with_the_asked_recipe(artefacts, calib):
     """The manifest records the recipe; `run --reuse --int8-recipe X` must not keep a file of
     the other recipe (same checkpoint and calibration set, different file)."""
