@@ -25,6 +25,7 @@ import pytest
 from echoedge import atomic
 from echoedge.convert.artefact import ArtefactManifest, find_artefacts, verify_artefact, write_artefact
 from echoedge.errors import EchoEdgeError
+from tests.tiny_e3net import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -164,18 +165,6 @@ def test_enospc_in_an_atomic_write_keeps_the_old_file(tmp_path: Path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    import torch
-
-    from echoedge.model.checkpoint import save_checkpoint
-    from echoedge.model.config import clip_spec_for, get_config
-    from echoedge.model.network import EchoE3Net
-
-    torch.manual_seed(0)
-    cfg = get_config("tiny")
-    return save_checkpoint(path, EchoE3Net(cfg).eval(), cfg, clip_spec_for(cfg, mean=35.0, std=48.0), "test")
-
-
 def _tmpfs_available() -> bool:
     if shutil.which("unshare") is None:
         return False
@@ -204,7 +193,7 @@ def _in_small_tmpfs(tmp_path: Path, size: str, cmd: list[str]) -> tuple[subproce
 @TMPFS
 @pytest.mark.parametrize("command", ["export", "run"])
 def test_a_full_disk_under_export_and_run_is_one_line(tmp_path: Path, synth_root: Path, command: str) -> None:
-    ck = _tiny_checkpoint(tmp_path / "tiny.pt")
+    ck = tiny_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "disk" / "out"
     cmd = [sys.executable, "-m", "echoedge.cli", command, "--checkpoint", str(ck), "--data", str(synth_root),
            "--format", "executorch", "--precision", "int8", "--calibration", "random:8", "--out", str(out),

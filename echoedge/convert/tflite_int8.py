@@ -222,6 +222,9 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
     scope plan when `scope` (with the ONNX file the SavedModel came from) limits int8 to the convs
     of those modules. `float_glue` (the whole recipe, unscoped): WHOLE_FLOAT_OPS and the vector
     glue (vector_glue_nodes) stay float too. Runs inside the caller's output capture."""
+    if float_glue and (scope or len(float_weights)):
+        raise EchoEdgeError("the float glue is the unscoped whole recipe's; it does not combine "
+                            "with an int8 scope or kept-float convs")
     import tensorflow as tf
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -230,7 +233,7 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=representative,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops))
-    if float_glue and not scope and not len(float_weights):
+    if float_glue:
         # The glue's names exist only in the calibrated graph: read them, then quantize again.
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_ops=float_ops, denylisted_nodes=vector_glue_nodes(bytes(debugger.calibrated_model)))

@@ -11,19 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from echoedge.cli import main as cli_main
-from echoedge.model.checkpoint import save_checkpoint
-from echoedge.model.config import clip_spec_for, get_config
-from echoedge.model.network import EchoE3Net
-
-
-def _tiny_checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    cfg = get_config("tiny")
-    model = EchoE3Net(cfg).eval()
-    return save_checkpoint(path, model, cfg, clip_spec_for(cfg, mean=35.0, std=48.0), "test")
+from tests.tiny_e3net import tiny_checkpoint as _tiny_checkpoint
 
 
 def test_export_cli_writes_whole_recipe_int8_with_its_calibration_set(tmp_path: Path, synth_root: Path, capsys):

@@ -169,32 +169,41 @@ def test_whole_recipe_keeps_the_glue_float_and_drops_intermediate_names(artefact
     int8, and only the graph's inputs and outputs keep a tensor name."""
     from ai_edge_litert import schema_py_generated as schema
 
+    from echoedge.convert.tflite_ops import tflite_graph
+
     m = read_manifest(artefacts["int8-whole"])
     q = m.details["quantization"]
     assert q["recipe"]["float_glue"] == ["fa"] and "MUL" in q["denylisted_ops"]
     buf = (artefacts["int8-whole"] / m.model_file).read_bytes()
-    model = schema.Model.GetRootAs(buf, 0)
-    sg = model.Subgraphs(0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if isinstance(v, int)}
+    ops, _, _ = tflite_graph(buf)
+    sg = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
     kinds = {}
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        oc = model.OperatorCodes(op.OpcodeIndex())
-        name = names[max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())]
-        outs = [sg.Tensors(int(t)) for t in op.OutputsAsNumpy()]
-        float_out = all(t.Type() == schema.TensorType.FLOAT32 for t in outs)
-        if name == "MUL" or (name not in ("FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE")
-                             and all(t.ShapeLength() <= 2 for t in outs)):
-            assert float_out, (i, name)
-            kinds[name] = kinds.get(name, 0) + 1
-        if name == "FULLY_CONNECTED":
-            assert sg.Tensors(int(op.InputsAsNumpy()[1])).Type() == schema.TensorType.INT8, i
+    for i, op in enumerate(ops):
+        outs = [sg.Tensors(t) for t in op.outputs]
+        if op.op == "MUL" or (op.op not in ("FULLY_CONNECTED", "QUANTIZE", "DEQUANTIZE")
+                              and all(t.ShapeLength() <= 2 for t in outs)):
+            assert all(t.Type() == schema.TensorType.FLOAT32 for t in outs), (i, op.op)
+            kinds[op.op] = kinds.get(op.op, 0) + 1
+        if op.op == "FULLY_CONNECTED":
+            assert sg.Tensors(op.inputs[1]).Type() == schema.TensorType.INT8, i
     assert kinds.get("MUL") and kinds.get("CONCATENATION"), kinds  # the statistics row is there
     io = {int(t) for t in list(sg.InputsAsNumpy()) + list(sg.OutputsAsNumpy())}
     named = {i for i in range(sg.TensorsLength()) if sg.Tensors(i).Name()}
     assert named == io, sorted(named - io)[:5]
     assert m.details["tensor_names"]["names_dropped"] > 100
     assert m.details["tensor_names"]["bytes_saved"] > 0
+
+
+def test_float_glue_refuses_a_scope_or_kept_float_convs():
+    """The glue rule belongs to the unscoped whole recipe: asked with a scope (or kept-float
+    convs) it says so instead of silently dropping one of the two."""
+    from echoedge.convert.tflite_int8 import selective_int8
+
+    with pytest.raises(EchoEdgeError, match="float glue"):
+        selective_int8(None, lambda: iter(()), scope=("encoder.cnn",), float_glue=True)
+    with pytest.raises(EchoEdgeError, match="float glue"):
+        selective_int8(None, lambda: iter(()), float_weights=[np.zeros((1, 1, 1, 1), np.float32)],
+                       float_glue=True)
 
 
 def test_run_reuses_an_int8_file_only_when_it_was_built_with_the_asked_recipe(artefacts, calib):
