@@ -33,6 +33,7 @@ def captured_output(log: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            _drop_handlers_on(text)
 
 
 @contextlib.contextmanager
@@ -51,7 +52,20 @@ def stderr_to(log: Path) -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+        _drop_handlers_on(text)
         _close_quietly(text, raw)
+
+
+def _drop_handlers_on(stream: Any) -> None:
+    """Remove logging handlers that a library set up on `stream` while it stood in for
+    sys.stderr (onnx2tf's logging.basicConfig does): once the block closes the log they would
+    print "--- Logging error ---" tracebacks on every later log record."""
+    import logging
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in list(getattr(logger, "handlers", [])):
+            if getattr(h, "stream", None) is stream:
+                logger.removeHandler(h)
 
 
 def _close_quietly(*files: Any) -> None:

@@ -33,3 +33,28 @@ def test_stderr_to_restores_stderr_when_the_block_raises(tmp_path: Path,
             raise RuntimeError("conversion failed")
     os.write(2, b"one-line error\n")
     assert "one-line error" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("block", ["captured_output", "stderr_to"])
+def test_a_logging_handler_set_up_inside_the_block_does_not_outlive_its_log(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], block: str) -> None:
+    """onnx2tf calls logging.basicConfig while stderr is the log: once the block closes the log,
+    that handler must be gone, or every later record prints a "--- Logging error ---" traceback."""
+    import logging
+
+    from echoedge import console
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    root.handlers = []  # basicConfig only acts on a root logger without handlers
+    try:
+        with getattr(console, block)(tmp_path / "x.log"):
+            logging.basicConfig(level=logging.WARNING)
+            logging.warning("inside the block")
+        assert root.handlers == []
+        logging.warning("after the block")
+        err = capfd.readouterr().err
+        assert "Logging error" not in err
+    finally:
+        root.handlers = before
+    assert "inside the block" in (tmp_path / "x.log").read_text()

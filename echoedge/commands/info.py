@@ -53,5 +53,9 @@ def _artefact_info(folder: Path) -> int:
     print(f"{folder}: {m.format} {m.precision} ({m.runtime}), {m.model_file} "
           f"{(m.model_bytes or 0) / 1e6:.2f} MB")
     print(breakdown_table(b.to_dict()))
+    shift = (m.details.get("quantization") or {}).get("output_shift")
+    if shift:  # the whole recipe's bias correction (echoedge.convert.output_shift)
+        print("output shift taken out: " + ", ".join(f"{n} {v:+.3f}" for n, v in zip(shift["outputs"], shift["shift"]))
+              + f" (mean int8 - fp32 on {shift['clips']} calibration clips; {shift['applied_to']})")
     print("\n".join(plan_lines(memory)))
     return 0

@@ -32,6 +32,7 @@ from echoedge.convert.artefact import (
 )
 from echoedge.convert.golden_vectors import calibration_and_golden
 from echoedge.convert.executorch_quantizer import quantizer_for
+from echoedge.convert.output_shift import OutputShift, measure_shift, offset_buffer, reference_outputs
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, check_recipe
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
@@ -141,10 +142,13 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     t0 = time.perf_counter()
     say(f"ExecuTorch {precision}: exporting {tuple(example[0].shape)}")
     recipe_d = None  # the int8 recipe's description, from the quantizer that built the program
+    shift = None
     with torch.no_grad():
         ep = torch.export.export(model, example)
         if precision == "int8":
-            ep, recipe_d = _quantize(model, ep, example, clips, progress, keep_float, recipe)
+            ep, recipe_d, shift = _quantize(model, ep, example, clips, progress, keep_float, recipe)
+            if shift is not None:
+                say(f"ExecuTorch int8: output shift taken out ({_shift_line(shift)})")
     timings["export_quantize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -198,7 +202,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         tool_versions=tool_versions("executorch", "torchao"),
         details={
             "delegation": delegation.to_dict(),
-            "quantization": _quant_details(precision, calib, keep_float, recipe_d),
+            "quantization": {**_quant_details(precision, calib, keep_float, recipe_d),
+                             **({"output_shift": shift.to_dict()} if shift else {})},
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
                                 "cases": int(len(golden)), "errors": vs_eager},
             "bundled_program": bundle,
@@ -209,8 +214,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
 
 def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray | None,
               progress: bool, keep_float: Sequence[str] = (), recipe: str = DEFAULT_RECIPE
-              ) -> tuple[Any, dict[str, Any]]:
-    """The calibrated, converted program and the recipe's description (for the manifest)."""
+              ) -> tuple[Any, dict[str, Any], OutputShift | None]:
+    """The calibrated, converted program, the recipe's description (for the manifest) and the
+    output shift taken out of it (the whole recipe, on a model that states its output offset)."""
     import torch
     from rich.progress import Progress
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -225,7 +231,31 @@ def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray |
             prepared(torch.from_numpy(np.ascontiguousarray(clip[None])))
             bar.advance(task)
     converted = convert_pt2e(prepared)
-    return torch.export.export(converted, example), recipe_d
+    shift = _take_out_shift(converted, model, clips) if recipe == "whole" else None
+    return torch.export.export(converted, example), recipe_d, shift
+
+
+def _take_out_shift(converted: Any, model: Any, clips: np.ndarray) -> OutputShift | None:
+    """Measure the converted graph's output shift on the calibration clips against the eager
+    deploy form and subtract it from the graph's output-offset constant (output_shift.py says
+    why). The converted graph computes what the lowered program does, up to kernel rounding."""
+    import torch
+
+    found = offset_buffer(model)
+    if found is None:
+        return None
+    name, k = found
+    shift = measure_shift(reference_outputs(converted, clips), reference_outputs(model, clips),
+                          OUTPUT_NAMES[:k], "the converted PT2E graph (what is lowered) on the "
+                          "calibration clips, against the eager deploy form")
+    with torch.no_grad():
+        converted.get_buffer(name).sub_(torch.tensor(shift.shift, dtype=torch.float32))
+    shift.applied_to = f"the program's {name} constant"
+    return shift
+
+
+def _shift_line(shift: OutputShift) -> str:
+    return ", ".join(f"{n} {s:+.3f}" for n, s in zip(shift.outputs, shift.shift))
 
 
 def _lower(ep: Any) -> tuple[Any, Delegation]:

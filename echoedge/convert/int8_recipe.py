@@ -1,8 +1,9 @@
 """The int8 recipes every converter shares: which modules are int8, and which stay float.
 
 "conv-stages" (the default) quantizes Echo-E3Net's CNN stages only, 95 % of its multiply-adds;
-"whole" stores every conv and linear weight as int8 (issue 15): a quarter of the fp32 file. Each
-converter turns the recipe into its own mechanism (ExecuTorch: the XNNPACK quantizer's filter;
+"whole" stores every conv and linear weight as int8 (issue 15): a quarter of the fp32 file; its
+files also have their mean output shift taken out (output_shift.py). Each converter turns the
+recipe into its own mechanism (ExecuTorch: the XNNPACK quantizer's filter;
 TFLite: denylisted nodes; Core ML: its weight threshold).
 """
 

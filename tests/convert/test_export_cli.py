@@ -41,6 +41,12 @@ def test_export_cli_writes_whole_recipe_int8_with_its_calibration_set(tmp_path: 
     assert int8["details"]["quantization"]["recipe"]["float_glue"] == ["fa"]
     assert weights["heavy_layers"] > 20
     assert len(weights["float_weight_layers"]) == 1, weights["float_weight_layers"]
+    # The output shift was measured on the 8 calibration clips and taken out of the program.
+    shift = int8["details"]["quantization"]["output_shift"]
+    assert shift["outputs"] == ["ef", "edv", "esv"] and shift["clips"] == 8
+    assert shift["applied_to"] == "the program's fa.out_mean constant"
+    assert cli_main(["info", str(out / "executorch-int8")]) == 0
+    assert "output shift taken out: ef " in capsys.readouterr().out
     assert weights["int8_share"] >= 0.9, weights["bytes_by_dtype"]
     # The int8 program runs and stays close to the 3D eager reference (random weights, 8 random
     # calibration clips: a loose bound in EF points and normalised landmark units).

@@ -194,6 +194,71 @@ def test_whole_recipe_keeps_the_glue_float_and_drops_intermediate_names(artefact
     assert m.details["tensor_names"]["bytes_saved"] > 0
 
 
+def test_whole_recipe_takes_the_output_shift_out_of_the_written_file(artefacts, deploy, calib, tmp_path):
+    """The manifest records the shift measured on the calibration clips and the error left after
+    it (re-measured on the written file), and take_out_shift moves each output by the shift it
+    is given, up to one step of the head's int8 output grid, landmarks untouched."""
+    from echoedge.convert.tflite_shift import take_out_shift
+
+    folder = artefacts["int8-whole"]
+    m = read_manifest(folder)
+    shift = m.details["quantization"]["output_shift"]
+    assert shift["outputs"] == ["ef", "edv", "esv"] and shift["clips"] == len(calib.clips)
+    assert "FULLY_CONNECTED" in shift["applied_to"] and "int32" in shift["applied_to"]
+    eager = EagerRunner(deploy)(calib.clips)
+    with TFLiteRunner(folder) as r:
+        out = r(calib.clips)
+    for k in range(3):  # the error left, as recorded, is this file's
+        after = float(np.mean(np.abs(out[k] - eager[k])))
+        assert shift["calibration_mean_abs_error"]["after"][k] == pytest.approx(after, abs=1e-5)
+    tensors = _output_tensors(folder)
+    x = calib.clips[:2]
+    before = _run(folder / m.model_file, x)
+    # Three grid steps each, towards the middle of the head's int8 range (beyond it, int8 clamps).
+    step, mid = _output_grid(folder / m.model_file, tensors[0])
+    moves = [float(3 * step * np.sign(before[k].mean() - mid)) for k in range(3)]
+    data, _ = take_out_shift((folder / m.model_file).read_bytes(), tensors, moves)
+    moved = tmp_path / "model.tflite"
+    moved.write_bytes(data)
+    after = _run(moved, x)
+    for k, d in enumerate(moves):
+        np.testing.assert_allclose(after[k], before[k] - d, atol=step * 1.01)
+    for k in (3, 4):
+        np.testing.assert_array_equal(after[k], before[k])
+
+
+def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    from echoedge.convert.tflite_interpreter import make_interpreter, run_tflite, signature_io
+
+    it = make_interpreter(path, threads=2, kind="litert")
+    return run_tflite(it, signature_io(it, SPEC.input_shape(1)), x)
+
+
+def _output_grid(path: Path, tensor: int) -> tuple[float, float]:
+    """(step, middle) of the int8 grid of the head whose output graph output `tensor` reads."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from echoedge.convert.tflite_ops import output_source, tflite_graph
+
+    buf = path.read_bytes()
+    ops, _, _ = tflite_graph(buf)
+    head, _ = output_source(ops, tensor)
+    q = schema.Model.GetRootAs(buf, 0).Subgraphs(0).Tensors(ops[head].outputs[0]).Quantization()
+    assert ops[head].op == "FULLY_CONNECTED" and q is not None and q.ScaleLength() == 1
+    scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0))
+    return scale, scale * (-0.5 - zero)
+
+
+def _output_tensors(folder: Path) -> list[int]:
+    """Tensor indices of EF, EDV, ESV in a .tflite artefact (the signature's outputs)."""
+    from echoedge.convert.tflite_interpreter import SIGNATURE_KEY, make_interpreter, signature_io
+
+    it = make_interpreter(folder / "model.tflite", threads=2, kind="litert")
+    io_ = signature_io(it, SPEC.input_shape(1))
+    details = it.get_signature_runner(SIGNATURE_KEY).get_output_details()
+    return [int(details[k]["index"]) for k in io_.output_keys[:3]]
+
+
 def test_float_glue_refuses_a_scope_or_kept_float_convs():
     """The glue rule belongs to the unscoped whole recipe: asked with a scope (or kept-float
     convs) it says so instead of silently dropping one of the two."""

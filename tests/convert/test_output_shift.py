@@ -1,0 +1,63 @@
+"""The whole recipe's output-shift correction (convert/output_shift.py): measuring the shift, and
+taking it out of the ExecuTorch converted graph's output offset. The TFLite side edits the written
+file: tests/convert/test_tflite.py."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from echoedge.convert.output_shift import measure_shift, offset_buffer, reference_outputs  # noqa: E402
+from echoedge.model.config import clip_spec_for, get_config  # noqa: E402
+from echoedge.model.network import EchoE3Net  # noqa: E402
+
+CFG = get_config("tiny")
+SPEC = clip_spec_for(CFG, mean=35.0, std=48.0)
+
+
+def _clips(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *SPEC.input_shape(1)[1:])).astype(np.float32)
+
+
+def test_measure_shift_is_the_mean_signed_difference_per_output() -> None:
+    ref = [np.array([50.0, 60.0, 70.0]), np.array([100.0, 110.0, 120.0]), np.zeros((3, 4))]
+    got = [np.array([49.0, 59.5, 70.5]), np.array([101.0, 111.0, 121.0]), np.ones((3, 4))]
+    s = measure_shift(got, ref, ["ef", "edv"], "test")
+    assert s.outputs == ["ef", "edv"] and s.clips == 3
+    assert s.shift == pytest.approx([-1.0 / 3, 1.0])
+    assert s.before == pytest.approx([2.0 / 3, 1.0])
+    assert s.after == pytest.approx([np.mean(np.abs(np.array([-1, -0.5, 0.5]) + 1 / 3)), 0.0])
+    d = s.to_dict()
+    assert d["outputs"] == ["ef", "edv"] and d["clips"] == 3 and "method" in d
+
+
+def test_offset_buffer_is_e2fa_out_mean_and_none_without_one() -> None:
+    model = EchoE3Net(CFG)
+    assert offset_buffer(model) == ("fa.out_mean", 3)
+    assert offset_buffer(torch.nn.Linear(4, 1)) is None
+
+
+def test_executorch_takes_a_known_shift_out_of_the_graph_offset() -> None:
+    """A copy of the model whose output offset is off by a known amount stands in for the
+    converted graph: the measured shift is that amount, and after the correction the copy's
+    outputs equal the model's again (the landmarks untouched throughout)."""
+    from echoedge.convert.executorch import _take_out_shift
+
+    torch.manual_seed(0)
+    model = EchoE3Net(CFG).eval()
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        shifted.fa.out_mean.add_(torch.tensor([1.5, -2.0, 0.25]))
+    clips = _clips(3, seed=1)
+    shift = _take_out_shift(shifted, model, clips)
+    assert shift is not None and shift.outputs == ["ef", "edv", "esv"] and shift.clips == 3
+    assert shift.shift == pytest.approx([1.5, -2.0, 0.25], abs=1e-4)
+    assert shift.applied_to == "the program's fa.out_mean constant"
+    x = _clips(2, seed=2)
+    for a, b in zip(reference_outputs(shifted, x), reference_outputs(model, x)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert _take_out_shift(torch.nn.Linear(4, 1), torch.nn.Linear(4, 1), clips) is None
