@@ -2,7 +2,7 @@
 
 "conv-stages" (the default) quantizes Echo-E3Net's CNN stages only, 95 % of its multiply-adds;
 "whole" stores every conv and linear weight as int8 (issue 15): a quarter of the fp32 file; its
-files also have their mean output shift taken out (output_shift.py). Each converter turns the
+.pte also has its mean output shift taken out (output_shift.py). Each converter turns the
 recipe into its own mechanism (ExecuTorch: the XNNPACK quantizer's filter;
 TFLite: denylisted nodes; Core ML: its weight threshold).
 """

@@ -40,18 +40,16 @@ from echoedge.convert.artefact import (
     write_artefact,
 )
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
-from echoedge.convert.output_shift import OutputShift, measure_shift, offset_buffer, reference_outputs
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, check_recipe, present_modules
 from echoedge.convert.tflite_int8 import (
     FLOAT_OPS_IN_INT8, WHOLE_FLOAT_OPS, Int8ScopePlan, int8_scope, selective_int8,
 )
 from echoedge.convert.tflite_interpreter import (
-    DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, make_interpreter, run_tflite, signature_io, to_layout,
+    DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, to_layout,
 )
 from echoedge.console import captured_output
 from echoedge.convert.tflite_onnx2tf import front_end, log_reason, saved_model_layout
 from echoedge.convert.tflite_ops import check_ops, check_scoped_int8, inspect_tflite
-from echoedge.convert.tflite_shift import take_out_shift
 from echoedge.convert.tflite_strip import strip_tensor_names
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError
@@ -255,15 +253,6 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     model_path = tmp / MODEL_FILE
     model_path.write_bytes(conv.data)
     timings["tflite_convert"] = time.perf_counter() - t0
-    shift = None
-    if whole and clips is not None:
-        t0 = time.perf_counter()
-        with captured_output(log):
-            shift = _take_out_shift(model_path, model, clips, clip_shape)
-        if shift is not None:
-            say("TFLite int8: output shift taken out ("
-                + ", ".join(f"{n} {v:+.3f}" for n, v in zip(shift.outputs, shift.shift)) + ")")
-        timings["output_shift"] = time.perf_counter() - t0
 
     # What is inside the file, not its name. A scoped int8 file has float convs by recipe: its
     # in-scope convs must be int8 (files without a scope keep the strict check).
@@ -323,8 +312,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "ops_left_in_float": summary["ops_left_in_float"],
             "flex_ops": summary["flex_ops"],
             "op_histogram": summary["histogram"],
-            "quantization": {**_quant_details(precision, calib, conv.scope, scope_check, recipe, glue),
-                             **({"output_shift": shift.to_dict()} if shift else {})},
+            "quantization": _quant_details(precision, calib, conv.scope, scope_check, recipe, glue),
             **({"tensor_names": stripped.to_dict()} if stripped else {}),
             "onnx": fe.onnx.to_dict(),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
@@ -336,38 +324,6 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )
-
-
-def _take_out_shift(model_path: Path, model: Any, clips: np.ndarray, clip_shape: Sequence[int]
-                    ) -> OutputShift | None:
-    """Measure the written int8 file's output shift on the calibration clips against the eager
-    deploy form, take it out of the file's output bias (convert/output_shift.py says why), and
-    measure the corrected file again: its head's output is int8, so the correction lands on that
-    output's grid and the error left is measured, not assumed."""
-    found = offset_buffer(model)
-    if found is None:
-        return None
-    k = found[1]
-
-    def run(path: Path) -> tuple[list[np.ndarray], list[int]]:
-        it = make_interpreter(path, threads=2, kind="litert")
-        io_ = signature_io(it, clip_shape)
-        details = it.get_signature_runner(SIGNATURE_KEY).get_output_details()
-        return run_tflite(it, io_, clips), [int(details[key]["index"]) for key in io_.output_keys[:k]]
-
-    ref = reference_outputs(model, clips)
-    outs, tensors = run(model_path)
-    shift = measure_shift(outs, ref, OUTPUT_NAMES[:k], "this file in the LiteRT interpreter on the "
-                          "calibration clips, against the eager deploy form; after: the corrected file, re-run")
-    try:
-        data, shift.applied_to = take_out_shift(model_path.read_bytes(), tensors, shift.shift)
-    except EchoEdgeError as e:
-        raise EchoEdgeError(f"the whole recipe's output shift cannot be taken out of this .tflite "
-                            f"({e}); no artefact written") from None
-    model_path.write_bytes(data)
-    outs, _ = run(model_path)
-    shift.after = [float(np.abs(o.reshape(-1) - r.reshape(-1)).mean()) for o, r in zip(outs[:k], ref[:k])]
-    return shift
 
 
 def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8ScopePlan | None = None,

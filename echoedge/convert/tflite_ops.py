@@ -259,24 +259,6 @@ def tflite_graph(buf: bytes) -> tuple[list[GraphOp], list[str], Callable[[int], 
     return ops, names, const
 
 
-# The bookkeeping between a regression head and a graph output: picking a column, dequantizing,
-# dropping a unit axis.
-OUTPUT_PASS_THROUGH = ("GATHER", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
-
-
-def output_source(ops: Sequence[GraphOp], tensor: int) -> tuple[int | None, list[int]]:
-    """The index of the op that computes graph output `tensor` behind OUTPUT_PASS_THROUGH ops
-    (None: a graph input or constant), and the indices of the GATHER ops passed on the way."""
-    producer = {t: i for i, op in enumerate(ops) for t in op.outputs}
-    gathers: list[int] = []
-    i = producer.get(tensor)
-    while i is not None and ops[i].op in OUTPUT_PASS_THROUGH and ops[i].inputs:
-        if ops[i].op == "GATHER":
-            gathers.append(i)
-        i = producer.get(ops[i].inputs[0])
-    return i, gathers
-
-
 def check_scoped_int8(path: str | Path, heavy_nodes: Sequence[str]) -> dict[str, Any]:
     """The op check of a scoped int8 file: no Flex op, every in-scope conv (named by its output
     tensor) int8. The float heavy ops outside the scope are returned as 'float by recipe'."""
@@ -316,5 +298,4 @@ def check_scoped_int8(path: str | Path, heavy_nodes: Sequence[str]) -> dict[str,
 
 
 __all__ = ["HEAVY_OPS", "GraphOp", "OpRecord", "TFLiteOps", "TensorInfo", "check_ops",
-           "check_scoped_int8", "check_tflite", "inspect_tflite", "OUTPUT_PASS_THROUGH", "output_source",
-           "tflite_graph"]
+           "check_scoped_int8", "check_tflite", "inspect_tflite", "tflite_graph"]
