@@ -28,7 +28,7 @@ subtracts the shift from that graph's ``out_mean`` constant, which E2FA's float 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,10 +44,9 @@ class OutputShift:
     shift: list[float]  # subtracted from the file's offset
     clips: int
     before: list[float]  # mean |int8 - fp32| per output on the clips, as converted
-    after: list[float]  # the same after the correction (measured_on says how)
+    after: list[float]  # the same with the shift subtracted
     measured_on: str = ""
     applied_to: str = ""
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
