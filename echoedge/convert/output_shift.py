@@ -83,7 +83,10 @@ def measure_shift(quantized: Sequence[np.ndarray], reference: Sequence[np.ndarra
 
 
 def reference_outputs(model: Any, clips: np.ndarray) -> list[np.ndarray]:
-    """The eager module's outputs on `clips`, one clip at a time (batch 1, as the files run)."""
+    """The eager module's outputs on `clips`, one clip at a time (batch 1, as the files run).
+
+    Not model.evaluate.eager_infer: it puts the module in eval mode, which a PT2E-converted
+    graph refuses, and the converted graph is one of the two modules measured here."""
     import torch
 
     per_clip = []

@@ -1,6 +1,6 @@
 """The whole recipe's output-shift correction (convert/output_shift.py): measuring the shift, and
-taking it out of the ExecuTorch converted graph's output offset. The TFLite side edits the written
-file: tests/convert/test_tflite.py."""
+taking it out of the ExecuTorch converted graph's output offset (the only format that has it;
+the .pte end to end: tests/convert/test_export_cli.py)."""
 
 from __future__ import annotations
 
