@@ -5,7 +5,8 @@
          min/max activation ranges), calibrated on every clip of a calibration set, one clip at
          a time; the recipe (`quantizer_for`) keeps the convs where the multiply-adds are int8
          and the attention, Linear layers and heads float
-      -> to_edge_transform_and_lower(partitioner=[XnnpackPartitioner()]) -> to_executorch()
+      -> to_edge_transform_and_lower(partitioner=[XnnpackPartitioner with int8 LeakyReLU and
+         maximum (xnnpack_int8_ops)]) -> to_executorch()
       -> model.pte, plus model.bpte: a BundledProgram holding golden inputs and the outputs this
          very program gave for them on the host, so a device can check its own runtime.
 
@@ -34,6 +35,7 @@ from echoedge.convert.golden_vectors import calibration_and_golden
 from echoedge.convert.executorch_quantizer import quantizer_for
 from echoedge.convert.output_shift import OutputShift, measure_shift, offset_buffer, reference_outputs
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, check_recipe
+from echoedge.convert.xnnpack_int8_ops import partitioner
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
@@ -259,7 +261,6 @@ def _shift_line(shift: OutputShift) -> str:
 
 
 def _lower(ep: Any) -> tuple[Any, Delegation]:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
@@ -267,7 +268,7 @@ def _lower(ep: Any) -> tuple[Any, Delegation]:
     # dequantize on portable kernels; to_executorch needs their out-variants registered.
     import executorch.kernels.quantized  # noqa: F401
 
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(ep, partitioner=[partitioner()])
     info = get_delegation_info(edge.exported_program().graph_module)
     by_op: dict[str, dict[str, int]] = {}
     portable = 0

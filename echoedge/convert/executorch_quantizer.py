@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from echoedge.convert.int8_recipe import (
     DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, WHOLE_KEEP_FLOAT, int8_scope, present_modules,
 )
+from echoedge.convert.xnnpack_int8_ops import annotate_int8_glue
 
 
 def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
@@ -38,7 +39,8 @@ def _in_scope(scope: tuple[str, ...] | None, keep_float: Sequence[str] = (),
 
 
 def xnnpack_quantizer() -> Any:
-    """An XNNPACKQuantizer that skips its conv + BatchNorm patterns on a graph with no BatchNorm.
+    """An XNNPACKQuantizer that skips its conv + BatchNorm patterns on a graph with no BatchNorm,
+    and runs LeakyReLU and maximum int8 (xnnpack_int8_ops.py says why).
 
     Each of those four patterns traces its pattern graphs with torch.export on every annotation
     pass (12 traces, about 8 s of a 10 s `prepare_pt2e` on the tiny Echo-E3Net, more for a
@@ -48,6 +50,7 @@ def xnnpack_quantizer() -> Any:
     on the tiny Echo-E3Net; tests/convert/test_executorch_quantizer.py compares the graphs).
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import get_output_act_qspec
 
     class _Quantizer(XNNPACKQuantizer):
         def annotate(self, model: Any) -> Any:
@@ -62,9 +65,12 @@ def xnnpack_quantizer() -> Any:
                 model.graph.eliminate_dead_code()
                 model.recompile()
             try:
-                return super().annotate(model)
+                model = super().annotate(model)
             finally:
                 self.__dict__.pop("SUPPORTED_PATTERNS", None)
+            if self.global_config is not None:
+                annotate_int8_glue(model, get_output_act_qspec(self.global_config), self.filter_fn)
+            return model
 
     return _Quantizer()
 
