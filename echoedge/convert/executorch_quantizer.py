@@ -128,7 +128,7 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
             "name": "whole",
             "weights": "int8 symmetric per-channel, every conv and linear layer",
             "activations": "convs: int8 per-tensor affine, min/max over the calibration clips; "
-                           "Linear: int8, quantized dynamically per call (XNNPACK qd8)",
+                           "Linear: int8, quantized dynamically per call (XNNPACK qd8); " + _GLUE_INT8,
             "int8_modules": "all",
             "float": ", ".join(keep) if keep else "none",
         }
@@ -144,13 +144,17 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
     recipe_d = {
         "name": "conv-stages",
         "weights": "int8 symmetric per-channel",
-        "activations": "int8 per-tensor affine, min/max over the calibration clips",
+        "activations": "int8 per-tensor affine, min/max over the calibration clips; " + _GLUE_INT8,
         "int8_modules": list(scope) if scope else "all",
         "float": "Linear layers" + ("" if scope is None else " and every module outside int8_modules"),
     }
     if keep_float:
         recipe_d["kept_float"] = list(keep_float)
     return quantizer, recipe_d
+
+
+_GLUE_INT8 = ("LeakyReLU and the pools' time max int8 where every reader of their output is int8 "
+              "(xnnpack_int8_ops)")
 
 
 def _kept(name: str, keep: Sequence[str]) -> bool:
