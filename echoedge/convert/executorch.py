@@ -250,8 +250,14 @@ def _take_out_shift(converted: Any, model: Any, clips: np.ndarray) -> OutputShif
     shift = measure_shift(reference_outputs(converted, clips), reference_outputs(model, clips),
                           OUTPUT_NAMES[:k], "the converted PT2E graph (what is lowered) on the "
                           "calibration clips, against the eager deploy form")
+    # A new tensor, never sub_ in place: torch.export shares buffers with the module it traced,
+    # so an in-place change shifted the caller's model too, and with it every later conversion of
+    # that model in the process (bench_int8's conv-stages .pte and its .tflite files, which then
+    # differed from `run`'s, where each format converts in its own worker).
+    owner, _, attr = name.rpartition(".")
+    module = converted.get_submodule(owner) if owner else converted
     with torch.no_grad():
-        converted.get_buffer(name).sub_(torch.tensor(shift.shift, dtype=torch.float32))
+        module.register_buffer(attr, converted.get_buffer(name) - torch.tensor(shift.shift, dtype=torch.float32))
     shift.applied_to = f"the program's {name} constant"
     return shift
 

@@ -11,13 +11,15 @@ written .pte (bench/bench_int8.py, an AVX-512 host): run's protocol 0.327 / 0.70
 The conv-stages recipe shows the same in simulation (0.280 -> 0.155), but its artefacts are
 `run`'s default and are left as they are for now.
 
-Not TFLite, for now: its whole file's head writes EF, EDV and ESV on one int8 grid (onnx2tf
-folds the output scaling into the head), and on the AVX-512 host two builds of the same whole
-file from the same inputs differed in exactly that head -- its output scale (0.6246 / 0.6250)
-and its int32 bias -- with run's protocol at 0.344 / 0.657 in one and 0.231 / 0.497 in the
-other. The shift taken out of the head's bias gave 0.238 / 0.608 in one build and 0.391 / 0.799
-in another (with the head float, 0.388 / 0.851): against a file that moves by that much between
-builds, whether the correction carries over is not settled, so the .tflite is left as converted.
+Not TFLite, yet. Two builds of the whole .tflite from the same inputs once differed in the head's
+output scale (0.6246 / 0.6250) and int32 bias, with run's protocol at 0.344 / 0.657 in one and
+0.231 / 0.497 in the other, and that looked like a conversion that is not reproducible. It was
+this correction leaking: it was applied in place to a buffer torch.export shares with the deploy
+form, so a .tflite converted after the whole .pte in the same process (bench_int8; `echo-edge
+export` of several formats) carried the .pte's shift in its head (onnx2tf folds the output offset
+into the head's bias). The correction now goes into the converted graph only
+(tests/convert/test_output_shift.py). The build that carried the shift was the better one: a
+shift measured on the .tflite's own outputs is worth building next.
 
 This is empirical bias correction (Nagel et al., 2019) applied to the last layer only: the
 correction is a constant per output, so only the regression outputs whose offset the model

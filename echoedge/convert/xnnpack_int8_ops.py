@@ -7,9 +7,10 @@ only. Every LeakyReLU of Echo-E3Net's CNN stages then dequantized a conv's int8 
 reshapes, transposes and time slices of the next Conv3dAs2d ran float until its per-slice
 quantize: 141 float-to-int8 conversions, and 960 of the 1271 MB of activations summed over the
 whole-recipe .pte's graph were float. With both ops int8 (shipped checkpoint, Intel AVX-512 VNNI,
-2 threads, bench_int8 and bench_memory): whole recipe 89.4 -> 51.3 ms p50, float activations 78
-of 545 MB, working memory 130 -> 65 MB, mean / p95 |dEF| vs fp32 on run's protocol 0.218 / 0.425
--> 0.212 / 0.412; conv-stages 89.4 -> 52.3 ms, 0.189 / 0.335 -> 0.179 / 0.336.
+2 threads, bench_int8 and bench_memory): the whole recipe's .pte 89.4 -> 46-51 ms p50 (TFLite's
+whole file: 58-62 ms in the same runs), float activations 76 of 543 MB, working memory 130 -> 65
+MB, mean / p95 |dEF| vs fp32 on run's protocol 0.218 / 0.425 -> 0.210 / 0.422; the conv-stages
+.pte 89.4 -> 48-52 ms.
 
 The annotation rules, applied after the stock quantizer's and repeated until nothing changes:
 
@@ -104,7 +105,7 @@ def _int8_output(node: Any) -> bool:
 
 def _feeds_only_int8(node: Any) -> bool:
     """Every use of `node`'s output, through unannotated reshapes / transposes / slices and
-    maxima, is an int8 input of an annotated op."""
+    maxima, is an int8 input of an annotated op (or new_zeros, which reads no values)."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import _is_share_obs_or_fq_op
 
@@ -119,6 +120,8 @@ def _feeds_only_int8(node: Any) -> bool:
         for user in n.users:
             if _annotated(user) and n in user.meta[_KEY].input_qspec_map:
                 continue
+            if user.target == torch.ops.aten.new_zeros.default:
+                continue  # reads the dtype and device only (Conv3dAs2d's zero-padded frames)
             if user.op == "call_function" and not _annotated(user) and (
                     _is_share_obs_or_fq_op(user.target) or user.target == torch.ops.aten.maximum.default):
                 todo.append(user)  # a maximum turns int8 with its inputs (annotate_int8_glue)

@@ -61,3 +61,25 @@ def test_executorch_takes_a_known_shift_out_of_the_graph_offset() -> None:
     for a, b in zip(reference_outputs(shifted, x), reference_outputs(model, x)):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert _take_out_shift(torch.nn.Linear(4, 1), torch.nn.Linear(4, 1), clips) is None
+
+
+def test_taking_the_shift_out_leaves_the_callers_model_as_it_was() -> None:
+    """torch.export shares buffers with the module it traced: the correction must go into the
+    converted program only, not into the deploy form the caller converts again (the bug made every
+    later conversion of that model in the process start from a shifted offset)."""
+    from echoedge.convert.executorch import _quantize
+    from echoedge.model.deploy import to_deploy_form
+
+    torch.manual_seed(0)
+    clips = _clips(4, seed=3)
+    example = (torch.from_numpy(clips[:1].copy()),)
+    deploy = to_deploy_form(EchoE3Net(CFG).eval(), example[0])
+    before = deploy.fa.out_mean.clone()
+    ep, _, shift = _quantize(deploy, torch.export.export(deploy, example), example, clips,
+                             progress=False, recipe="whole")
+    assert shift is not None and max(abs(s) for s in shift.shift) > 0
+    assert torch.equal(deploy.fa.out_mean, before)
+    program = {k: v for k, v in {**ep.state_dict, **ep.constants}.items() if k.endswith("out_mean")}
+    assert len(program) == 1
+    np.testing.assert_allclose(next(iter(program.values())).numpy(), before.numpy() - np.array(shift.shift),
+                               rtol=0, atol=1e-5)

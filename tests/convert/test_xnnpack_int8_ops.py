@@ -118,3 +118,34 @@ def test_leaky_relu_read_by_a_float_op_stays_float() -> None:
     maxes = [n for n in nodes if n.target == torch.ops.aten.maximum.default]
     quantize = torch.ops.quantized_decomposed.quantize_per_tensor.default
     assert all(u.target != quantize for u in [*body.users, *maxes[0].users])
+
+
+class _Padded(nn.Module):
+    """Conv3dAs2d's zero-padded form in miniature: zero frames made with new_zeros, then cat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LeakyReLU(0.01))
+        self.b = nn.Conv2d(4, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.b(torch.cat([y.new_zeros((1, 4, 8, 8)), y], dim=0)).mean(dim=(0, 2, 3))
+
+
+def test_new_zeros_does_not_keep_a_leaky_relu_float() -> None:
+    # new_zeros reads its input's dtype and device only, never its values.
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from echoedge.convert.executorch_quantizer import xnnpack_quantizer
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 8, 8)
+    q = xnnpack_quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(_Padded().eval(), (x,)).module(), q)
+    prepared(x)
+    converted = convert_pt2e(prepared)
+    leaky = next(n for n in converted.graph.nodes if n.target == torch.ops.aten.leaky_relu.default)
+    assert leaky.args[0].target == torch.ops.quantized_decomposed.dequantize_per_tensor.default
+    assert all(u.target == torch.ops.quantized_decomposed.quantize_per_tensor.default for u in leaky.users)
