@@ -38,6 +38,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _artefact_info(folder: Path) -> int:
     from echoedge.convert.artefact import read_manifest, read_memory
     from echoedge.convert.memory_plan import plan_lines
+    from echoedge.convert.output_shift import shift_line
     from echoedge.convert.weights import breakdown_table, weight_breakdown
 
     from echoedge.console import captured_output
@@ -55,7 +56,7 @@ def _artefact_info(folder: Path) -> int:
     print(breakdown_table(b.to_dict()))
     shift = (m.details.get("quantization") or {}).get("output_shift")
     if shift:  # the whole recipe's bias correction (echoedge.convert.output_shift)
-        print("output shift taken out: " + ", ".join(f"{n} {v:+.3f}" for n, v in zip(shift["outputs"], shift["shift"]))
-              + f" (mean int8 - fp32 on {shift['clips']} calibration clips; {shift['applied_to']})")
+        print(f"output shift taken out: {shift_line(shift['outputs'], shift['shift'])} "
+              f"(mean int8 - fp32 on {shift['clips']} calibration clips; {shift['applied_to']})")
     print("\n".join(plan_lines(memory)))
     return 0

@@ -33,7 +33,9 @@ from echoedge.convert.artefact import (
 )
 from echoedge.convert.golden_vectors import calibration_and_golden
 from echoedge.convert.executorch_quantizer import quantizer_for
-from echoedge.convert.output_shift import OutputShift, measure_shift, offset_buffer, reference_outputs
+from echoedge.convert.output_shift import (
+    OutputShift, measure_shift, offset_buffer, reference_outputs, shift_line,
+)
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, check_recipe
 from echoedge.convert.xnnpack_int8_ops import partitioner
 from echoedge.data.clipspec import ClipSpec
@@ -150,7 +152,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         if precision == "int8":
             ep, recipe_d, shift = _quantize(model, ep, example, clips, progress, keep_float, recipe)
             if shift is not None:
-                say(f"ExecuTorch int8: output shift taken out ({_shift_line(shift)})")
+                say(f"ExecuTorch int8: output shift taken out ({shift_line(shift.outputs, shift.shift)})")
     timings["export_quantize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -260,10 +262,6 @@ def _take_out_shift(converted: Any, model: Any, clips: np.ndarray) -> OutputShif
         module.register_buffer(attr, converted.get_buffer(name) - torch.tensor(shift.shift, dtype=torch.float32))
     shift.applied_to = f"the program's {name} constant"
     return shift
-
-
-def _shift_line(shift: OutputShift) -> str:
-    return ", ".join(f"{n} {s:+.3f}" for n, s in zip(shift.outputs, shift.shift))
 
 
 def _lower(ep: Any) -> tuple[Any, Delegation]:

@@ -153,8 +153,8 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
     return quantizer, recipe_d
 
 
-_GLUE_INT8 = ("LeakyReLU and the pools' time max int8 where every reader of their output is int8 "
-              "(xnnpack_int8_ops)")
+_GLUE_INT8 = ("LeakyReLU int8 where every reader of its output is int8, and the pools' time max "
+              "int8 on int8 inputs (xnnpack_int8_ops)")
 
 
 def _kept(name: str, keep: Sequence[str]) -> bool:

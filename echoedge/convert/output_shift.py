@@ -61,6 +61,11 @@ class OutputShift:
         }
 
 
+def shift_line(outputs: Sequence[str], shift: Sequence[float]) -> str:
+    """"ef -0.373, edv -0.103, esv +0.142": the build log's and `echo-edge info`'s one line."""
+    return ", ".join(f"{n} {v:+.3f}" for n, v in zip(outputs, shift))
+
+
 def offset_buffer(model: Any) -> tuple[str, int] | None:
     """(buffer path, number of outputs it offsets) of the model's stated output offset, or None.
 
@@ -99,4 +104,4 @@ def reference_outputs(model: Any, clips: np.ndarray) -> list[np.ndarray]:
 
 
 __all__: Sequence[str] = ("OFFSET_BUFFER", "OutputShift", "measure_shift", "offset_buffer",
-                          "reference_outputs")
+                          "reference_outputs", "shift_line")

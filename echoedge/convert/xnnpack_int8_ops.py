@@ -29,16 +29,15 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-def annotate_int8_glue(model: Any, output_qspec: Any, in_scope: Callable[[Any], bool] | None) -> int:
-    """Annotate `model` (a graph the XNNPACK quantizer has annotated) by the rules above; the
-    number of nodes annotated. `output_qspec` is the activation spec of a new int8 output;
-    `in_scope` is the quantizer's filter (None: every node)."""
+def annotate_int8_glue(model: Any, output_qspec: Any, in_scope: Callable[[Any], bool] | None) -> None:
+    """Annotate `model` (a graph the XNNPACK quantizer has annotated) by the rules above.
+    `output_qspec` is the activation spec of a new int8 output; `in_scope` is the quantizer's
+    filter (None: every node)."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer_utils import propagate_annotation
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     leaky, maximum = torch.ops.aten.leaky_relu.default, torch.ops.aten.maximum.default
-    total = 0
     for _ in range(len(model.graph.nodes)):  # each pass reaches at least one node further
         changed = 0
         for node in model.graph.nodes:
@@ -66,10 +65,8 @@ def annotate_int8_glue(model: Any, output_qspec: Any, in_scope: Callable[[Any], 
                                                      _annotated=True)
             changed += 1
         propagate_annotation(model)
-        total += changed
         if not changed:
             break
-    return total
 
 
 def partitioner() -> Any:

@@ -83,3 +83,9 @@ def test_taking_the_shift_out_leaves_the_callers_model_as_it_was() -> None:
     assert len(program) == 1
     np.testing.assert_allclose(next(iter(program.values())).numpy(), before.numpy() - np.array(shift.shift),
                                rtol=0, atol=1e-5)
+
+
+def test_shift_line_signs_each_output() -> None:
+    from echoedge.convert.output_shift import shift_line
+
+    assert shift_line(["ef", "edv", "esv"], [-0.3733, -0.1027, 0.1419]) == "ef -0.373, edv -0.103, esv +0.142"
