@@ -158,9 +158,11 @@ def main(argv: list[str] | None = None) -> None:
         ok = lambda c: "met" if c else "NOT met"  # noqa: E731
         worst = max(run_protocol[name]["mean"], large[name]["mean"])
         worst95 = max(run_protocol[name]["p95"], large[name]["p95"])
+        band = min(run_protocol[name]["band"], large[name]["band"])
         print(f"  {name}: int8 weights >= 95 %: {ok((f['int8_share'] or 0) >= GOALS['int8_share'])}; "
               f"file <= 2.0 MB: {ok(f['mb'] <= GOALS['size_mb'])}; mean |dEF| <= 0.25: {ok(worst <= GOALS['mean'])} "
               f"({worst:.3f}); p95 <= 0.6: {ok(worst95 <= GOALS['p95'])} ({worst95:.3f}); "
+              f"band agreement 100 %: {ok(band >= 1.0)} ({100 * band:.1f} %); "
               f">= 8x eager: {ok(base / lat[name]['p50_ms'] >= GOALS['speedup'])}")
     print(f"  tflite-int8 p50 <= 30 ms: {'met' if lat['tflite-int8']['p50_ms'] <= GOALS['tflite_ms'] else 'NOT met'}; "
           f"executorch-int8 within 1.2x of tflite-int8: {'met' if ratio <= GOALS['et_vs_tflite'] else 'NOT met'}")

@@ -55,7 +55,9 @@ def _artefact_info(folder: Path) -> int:
           f"{(m.model_bytes or 0) / 1e6:.2f} MB")
     print(breakdown_table(b.to_dict()))
     shift = (m.details.get("quantization") or {}).get("output_shift")
-    if shift:  # the whole recipe's bias correction (echoedge.convert.output_shift)
+    if shift and "not_applied" in shift:
+        print(f"output shift: not taken out ({shift['not_applied']})")
+    elif shift:  # the whole recipe's bias correction (echoedge.convert.output_shift)
         print(f"output shift taken out: {shift_line(shift['outputs'], shift['shift'])} "
               f"(mean int8 - fp32 on {shift['clips']} calibration clips; {shift['applied_to']})")
     print("\n".join(plan_lines(memory)))

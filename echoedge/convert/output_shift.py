@@ -1,6 +1,6 @@
 """Output-shift correction of an ExecuTorch int8 program: the mean shift int8 puts on the
 regression outputs, measured on the calibration clips and taken back out of the output offset
-(the whole recipe).
+(the whole recipe). The measurement and the record are shared with the .tflite's correction.
 
 Why: on the shipped checkpoint, the whole recipe's EF error against fp32 is mostly one shared
 shift, not noise. PT2E simulation of the ExecuTorch whole recipe, 24 TEST videos x 2 clips: mean
@@ -11,15 +11,12 @@ written .pte (bench/bench_int8.py, an AVX-512 host): run's protocol 0.327 / 0.70
 The conv-stages recipe shows the same in simulation (0.280 -> 0.155), but its artefacts are
 `run`'s default and are left as they are for now.
 
-Not TFLite, yet. Two builds of the whole .tflite from the same inputs once differed in the head's
-output scale (0.6246 / 0.6250) and int32 bias, with run's protocol at 0.344 / 0.657 in one and
-0.231 / 0.497 in the other, and that looked like a conversion that is not reproducible. It was
-this correction leaking: it was applied in place to a buffer torch.export shares with the deploy
-form, so a .tflite converted after the whole .pte in the same process (bench_int8; `echo-edge
-export` of several formats) carried the .pte's shift in its head (onnx2tf folds the output offset
-into the head's bias). The correction now goes into the converted graph only
-(tests/convert/test_output_shift.py). The build that carried the shift was the better one: a
-shift measured on the .tflite's own outputs is worth building next.
+The .tflite gets the same correction, measured on the file itself in LiteRT and taken out of the
+head's bias (tflite_output_shift.py). Two builds of the whole .tflite once seemed to differ (run's
+protocol 0.344 / 0.657 in one, 0.231 / 0.497 in the other): the .pte's correction was leaking, as
+it was subtracted in place from a buffer torch.export shares with the deploy form, so a .tflite
+converted after the whole .pte in the same process carried the .pte's shift. The correction now
+goes into the converted graph only (tests/convert/test_output_shift.py).
 
 This is empirical bias correction (Nagel et al., 2019) applied to the last layer only: the
 correction is a constant per output, so only the regression outputs whose offset the model

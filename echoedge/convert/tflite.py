@@ -9,7 +9,9 @@
            int8       selective int8 (the default, tflite_int8): static int8 calibrated on the echo
                       calibration set, the numerically fragile ops denylisted through tf.lite's
                       QuantizationDebugger so they stay float; for Echo-E3Net scoped to the CNN
-                      stages, as ExecuTorch's. Float I/O.
+                      stages, as ExecuTorch's. Float I/O. The whole recipe's file then gets
+                      its glue FULLY_CONNECTED layers hybrid (tflite_hybrid_fc) and its own
+                      output shift taken out of the head's bias (tflite_output_shift).
            int8-full  all-integer (TFLITE_BUILTINS_INT8 only) with int8 input and outputs; their
                       scale / zero point are in the manifest's TensorSpecs. For accelerators that
                       need it: on CPU it is slower and less accurate (reference/toolchain.md).
@@ -48,7 +50,10 @@ from echoedge.convert.tflite_interpreter import (
     DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, to_layout,
 )
 from echoedge.console import captured_output
+from echoedge.convert.output_shift import OutputShift, offset_buffer, shift_line
+from echoedge.convert.tflite_hybrid_fc import hybrid_glue_fcs
 from echoedge.convert.tflite_onnx2tf import front_end, log_reason, saved_model_layout
+from echoedge.convert.tflite_output_shift import take_out_shift
 from echoedge.convert.tflite_ops import check_ops, check_scoped_int8, inspect_tflite
 from echoedge.convert.tflite_strip import strip_tensor_names
 from echoedge.data.clipspec import ClipSpec
@@ -236,14 +241,20 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     scope = int8_scope(model) if precision == "int8" and recipe == DEFAULT_RECIPE else None
     whole = precision == "int8" and recipe == "whole"
     glue = present_modules(model, WHOLE_FLOAT_GLUE) if whole else []
-    stripped = None
+    stripped = hybrid = shift = None
     try:
         conv = convert_saved_model(fe.saved_model, precision, clips, layout, log, progress,
                                    scope=scope, onnx_path=fe.folder / "model.onnx",
                                    float_weights=float_weights, keep_float=keep_float,
                                    float_glue=bool(glue))
-        if whole:  # the smallest file is the recipe's point; nothing reads these names
+        if whole:
             with captured_output(log):
+                conv.data, hybrid = hybrid_glue_fcs(conv.data)
+            shift = _take_out_shift(conv, model, clips, clip_shape, fe.folder, log)
+            if isinstance(shift, OutputShift):
+                say(f"TFLite {precision}: output shift taken out of the head's bias: "
+                    f"{shift_line(shift.outputs, shift.shift)}")
+            with captured_output(log):  # the smallest file is the recipe's point; nothing reads these names
                 stripped = strip_tensor_names(conv.data)
             conv.data = stripped.data
     except EchoEdgeError:
@@ -312,7 +323,10 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "ops_left_in_float": summary["ops_left_in_float"],
             "flex_ops": summary["flex_ops"],
             "op_histogram": summary["histogram"],
-            "quantization": _quant_details(precision, calib, conv.scope, scope_check, recipe, glue),
+            "quantization": {**_quant_details(precision, calib, conv.scope, scope_check, recipe, glue),
+                             **({"hybrid_fully_connected": hybrid.to_dict()} if hybrid else {}),
+                             **({"output_shift": shift.to_dict() if isinstance(shift, OutputShift)
+                                 else {"not_applied": shift}} if shift else {})},
             **({"tensor_names": stripped.to_dict()} if stripped else {}),
             "onnx": fe.onnx.to_dict(),
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
@@ -324,6 +338,18 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )
+
+
+def _take_out_shift(conv: Converted, model: Any, clips: np.ndarray | None, clip_shape: Sequence[int],
+                    work: Path, log: Path) -> OutputShift | str | None:
+    """The whole recipe's output-shift correction (tflite_output_shift), in place on conv.data:
+    the shift, a line saying why none was taken out, or None when the model states no offset."""
+    found = offset_buffer(model)
+    if found is None or clips is None:
+        return None
+    with captured_output(log):
+        conv.data, shift = take_out_shift(conv.data, model, clips, clip_shape, OUTPUT_NAMES[:found[1]], work)
+    return shift
 
 
 def _quant_details(precision: str, calib: dict[str, Any] | None, scope: Int8ScopePlan | None = None,

@@ -47,7 +47,15 @@ class OpRecord:
 
     @property
     def compute_dtype(self) -> str:
+        if self.is_hybrid:  # the float input is quantized per call; the multiply-adds are int8
+            return self.inputs[1]
         return self.inputs[0] if self.inputs and self.inputs[0] else (self.outputs[0] if self.outputs else "")
+
+    @property
+    def is_hybrid(self) -> bool:
+        """A heavy op with float activations and int8 weights (tflite_hybrid_fc)."""
+        return (self.op in HEAVY_OPS and len(self.inputs) > 1 and self.inputs[0] in FLOAT_DTYPES
+                and self.inputs[1] in INTEGER_DTYPES)
 
 
 @dataclass

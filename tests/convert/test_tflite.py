@@ -194,6 +194,62 @@ def test_whole_recipe_keeps_the_glue_float_and_drops_intermediate_names(artefact
     assert m.details["tensor_names"]["bytes_saved"] > 0
 
 
+def test_whole_recipe_runs_the_float_islands_fully_connected_layers_hybrid(artefacts):
+    """Read from the written file: the FULLY_CONNECTED layers of E2FA's float glue read float and
+    write float with int8 weights (hybrid), and no FULLY_CONNECTED between a QUANTIZE and a
+    DEQUANTIZE is left (the output rounding the rewrite removes)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from echoedge.convert.tflite_ops import tflite_graph
+
+    m = read_manifest(artefacts["int8-whole"])
+    hybrid = m.details["quantization"]["hybrid_fully_connected"]
+    buf = (artefacts["int8-whole"] / m.model_file).read_bytes()
+    ops, _, _ = tflite_graph(buf)
+    sg = schema.Model.GetRootAs(buf, 0).Subgraphs(0)
+    dtype = lambda t: sg.Tensors(t).Type()  # noqa: E731
+    readers, producer = {}, {t: op.op for op in ops for t in op.outputs}
+    for op in ops:
+        for t in op.inputs:
+            readers.setdefault(t, []).append(op.op)
+    f32, i8 = schema.TensorType.FLOAT32, schema.TensorType.INT8
+    fcs = [op for op in ops if op.op == "FULLY_CONNECTED"]
+    hybrids = [op for op in fcs if dtype(op.inputs[0]) == f32]
+    assert len(hybrids) == hybrid["hybrid_fully_connected"] >= 1
+    for op in hybrids:
+        assert dtype(op.inputs[1]) == i8 and dtype(op.outputs[0]) == f32
+    for op in fcs:  # an int8 layer fed by int8 work (the landmark heads) stays as it is
+        island = producer.get(op.inputs[0]) == "QUANTIZE" and readers.get(op.outputs[0]) == ["DEQUANTIZE"]
+        assert not (dtype(op.outputs[0]) == i8 and island)
+    info = inspect_tflite(artefacts["int8-whole"] / m.model_file)
+    assert info.float_heavy_ops() == []  # a hybrid layer multiplies in int8
+
+
+def test_whole_recipe_takes_the_files_own_output_shift_out(artefacts, deploy, calib):
+    """The shift recorded in the manifest was taken out of the file: measured again on the
+    written file, on the same calibration clips, almost nothing is left; and an output that no
+    fully-connected bias computes (a landmark, through a LOGISTIC) is refused with a reason."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from echoedge.convert.tflite_interpreter import make_interpreter, signature_io
+    from echoedge.convert.tflite_output_shift import bias_slots, take_out_shift
+
+    m = read_manifest(artefacts["int8-whole"])
+    shift = m.details["quantization"]["output_shift"]
+    assert shift["outputs"] == ["ef", "edv", "esv"] and shift["clips"] == len(calib.clips)
+    assert shift["applied_to"].startswith("the bias of fully-connected op")
+    path = artefacts["int8-whole"] / m.model_file
+    data = path.read_bytes()
+    _, again = take_out_shift(data, deploy, calib.clips, SPEC.input_shape(1), OUTPUT_NAMES[:3],
+                              artefacts["int8-whole"].parent)
+    for before, left in zip(shift["shift"], again.shift):
+        assert abs(left) <= 0.05 * abs(before) + 1e-5, (shift["shift"], again.shift)
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    io_ = signature_io(make_interpreter(path), SPEC.input_shape(1))
+    why = bias_slots(model, ["ed_landmarks"], [io_.output_keys[3]])
+    assert isinstance(why, str) and "LOGISTIC" in why
+
+
 def test_float_glue_refuses_a_scope_or_kept_float_convs():
     """The glue rule belongs to the unscoped whole recipe: asked with a scope (or kept-float
     convs) it says so instead of silently dropping one of the two."""
