@@ -1,6 +1,8 @@
 """Deploy form -> ExecuTorch `.pte` (XNNPACK delegate), fp32 or int8, as an artefact folder.
 
     torch.export (static 1xCxTxHxW input)
+      -> model.deploy_layout.frames_stay_4d: the 5D round trips between the deploy form's 2D ops
+         rewritten away (exact), so XNNPACK does not transpose around each of them; exported again
       -> int8 only: PT2E static quantization, XNNPACK quantizer (symmetric, per-channel weights,
          min/max activation ranges), calibrated on every clip of a calibration set, one clip at
          a time; the recipe (`quantizer_for`) keeps the convs where the multiply-adds are int8
@@ -135,6 +137,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
            ) -> ArtefactManifest:
     import torch
 
+    from echoedge.model.deploy_layout import frames_stay_4d
     from echoedge.model.registry import name_of
 
     say = print if progress else (lambda *a, **k: None)
@@ -149,6 +152,9 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     shift = None
     with torch.no_grad():
         ep = torch.export.export(model, example)
+        gm = ep.module()
+        if frames_stay_4d(gm):  # batch 1: no 5D round trips between the 2D ops (deploy_layout)
+            ep = torch.export.export(gm, example)
         if precision == "int8":
             ep, recipe_d, shift = _quantize(model, ep, example, clips, progress, keep_float, recipe)
             if shift is not None:

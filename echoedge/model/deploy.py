@@ -60,7 +60,10 @@ Rewrites (x is (B, C, T, H, W); "frames" is its (B, T, C, H, W) view, folded to 
 
 Layout: each rewrite returns its output as a permuted *view* (logical (B, C, T, H, W), memory
 (B, T, C, H, W)), so the next rewrite's permute and fold are free in eager mode and the exported
-graph holds back-to-back permute pairs that the backends' transpose passes cancel. Code that calls
+graph holds back-to-back permute pairs. XNNPACK cancels neither those nor the views around them
+(it transposes to NCHW before every view), so the ExecuTorch converter runs
+`deploy_layout.frames_stay_4d` on the exported graph first: frames then stay 4D from conv to
+conv, time slices and tap concats included. Code that calls
 `.view` on such an output would fail; `to_deploy_form` then (with an example) falls back to
 contiguous outputs.
 
@@ -71,7 +74,8 @@ scale, the scale being max(1, max |reference value|)).
 Modules: this one builds the deploy form (`to_deploy_form`: rewrite, specialise, check);
 `deploy_frames` holds the frame layout and temporal windows, `deploy_conv` the Conv3d rewrite,
 `deploy_bn_pool` the BatchNorm3d and pooling rewrites (global pools included), `deploy_chains` what fuses into a conv,
-`deploy_check` the equality check and the graph scan.
+`deploy_check` the equality check and the graph scan, `deploy_layout` the 4D frames pass over
+the exported graph.
 """
 
 from __future__ import annotations

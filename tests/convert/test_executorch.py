@@ -306,3 +306,35 @@ def test_info_on_a_folder_that_is_no_artefact_is_one_line(tmp_path, capsys):
     assert cli_main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an echo-edge artefact" in err[0]
+
+
+def test_the_written_program_keeps_frames_4d_between_convs(tmp_path):
+    """Read back from the written .pte of the tiny Echo-E3Net: the converter's 4D frames pass
+    (echoedge.model.deploy_layout) leaves XNNPACK far fewer transposes than the plain export of
+    the same deploy form, and the program still equals eager."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    from echoedge.convert.weights_pte import read_pte
+    from echoedge.convert.xnnpack_int8_ops import partitioner
+    from echoedge.model.config import clip_spec_for, get_config
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.model.network import EchoE3Net
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    spec = clip_spec_for(cfg, mean=35.0, std=48.0)
+    x = np.random.default_rng(3).standard_normal((2, *spec.input_shape(1)[1:])).astype(np.float32)
+    deploy = to_deploy_form(EchoE3Net(cfg).eval(), torch.from_numpy(x))
+    folder = export_executorch(deploy, spec, tmp_path / "fp32", "fp32", None, "a" * 64,
+                               golden_inputs=x, progress=False)
+    plain = tmp_path / "plain.pte"
+    ep = torch.export.export(deploy, (torch.from_numpy(x[:1]),))
+    plain.write_bytes(to_edge_transform_and_lower(ep, partitioner=[partitioner()]).to_executorch().buffer)
+    transposes = {name: sum(read_pte(p).ops_by_dtype.get("xnnpack.StaticTranspose", {}).values())
+                  for name, p in (("pass", folder / "model.pte"), ("plain", plain))}
+    assert transposes["pass"] <= 0.75 * transposes["plain"], transposes
+    eager = EagerRunner(deploy)(x)
+    with open_runner(folder) as r:
+        out = r(x)
+    for name, o, e in zip(OUTPUT_NAMES, out, eager):
+        assert _rel_err(o, e) <= 1e-4, name
