@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what int8 quantizes (executorch, tflite, tflite-litert): conv-stages (default) = "
                    "Echo-E3Net's CNN stages, the rest float (a video ResNet: every conv, its fc float); whole = every conv and linear weight "
                    "int8 (about a quarter of the fp32 file; ExecuTorch's Linear layers with "
-                   "dynamically quantized activations), the stem float on ExecuTorch")
+                   "dynamically quantized activations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("artefacts"), help="artefacts folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing artefact folders")

@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-recipe", default=None, choices=("conv-stages", "whole"),
                    help="what ExecuTorch's and TFLite's int8 artefacts quantize: conv-stages (the "
                    "default: the CNN stages int8, the rest float; 6.3-6.6 MB) or whole (every conv "
-                   "and linear weight int8: about a quarter of fp32's size, more EF drift; "
-                   "bench/bench_int8.py measures both)")
+                   "and linear weight int8: about a quarter of fp32's size; on the shipped "
+                   "checkpoint less EF drift than conv-stages, bench/bench_int8.py measures both)")
     p.add_argument("--calibration", default="ef-stratified:32",
                    help="STRATEGY[:N] drawn from TRAIN (see --calibration-data) for the int8 "
                    "artefacts (default %(default)s: as accurate as 64 on the shipped checkpoint, and "

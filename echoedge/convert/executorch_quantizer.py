@@ -91,7 +91,8 @@ def quantizer_for(model: Any, keep_float: Sequence[str] = (), recipe: str = DEFA
     clips 0.532; per-clip min/max averaged 1.84; every non-depthwise conv quantized dynamically per
     call, XNNPACK qd8, 0.429). `keep_float` names module paths (and everything under them) kept
     float on top of the recipe: the mixed-precision artefacts of `echo-edge debug-quant`.
-    The "whole" recipe quantizes every module (its convs static int8) but the stem, and gives the
+    The "whole" recipe quantizes every module (its convs static int8; WHOLE_KEEP_FLOAT, now
+    empty, would name modules kept float), and gives the
     Linear layers int8 weights with dynamically quantized activations (static where XNNPACK takes
     only static); the ops written in WHOLE_FLOAT_GLUE modules' own forward stay float.
     """

@@ -6,7 +6,7 @@ TFLite route, `--format tflite-litert`, fp32 and int8.
            fp32  litert_torch.convert
            int8  PT2E: litert-torch's quantizer (per-channel int8 weights, per-tensor int8
                  activations, min/max observers) scoped by the int8 recipe as ExecuTorch's is
-                 (conv-stages: Echo-E3Net's CNN stages; whole: every module but the stem),
+                 (conv-stages: Echo-E3Net's CNN stages; whole: every module),
                  calibrated one clip at a time, convert_pt2e, litert_torch.convert
       -> the same checks as the onnx2tf route, in this environment: op dtypes of the written file
          (no Flex op; the int8 file must hold in int8 exactly the heavy ops the quantizer took),

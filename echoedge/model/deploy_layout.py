@@ -20,6 +20,10 @@ pure bookkeeping. `frames_stay_4d` rewrites them away, exactly (only data moveme
 - a concat of views along an axis whose outer size is that of an axis of the sources
   concatenates the sources there, then views.
 
+Measured on that .pte after the pass: the first delegate 41.8 ms, 24 transposes 0.6 ms; its
+tap concats now interleave channels in NHWC (copies 2.5 -> 6.7 ms), so the net gain is smaller
+than the transposes' 10 ms. bench_int8, side by side in one run: p50 53.0 -> 45.7 ms, EF identical.
+
 What is left 5D is where the model itself needs it (the hybrid stages' tokens, E2FA's
 statistics, the pools' time windows). Other models' graphs go through the same rules; a graph
 with nothing to rewrite comes back unchanged.

@@ -32,15 +32,15 @@ def test_export_cli_writes_whole_recipe_int8_with_its_calibration_set(tmp_path: 
     assert int8["calibration_id"] == calib["id"] and int8["precision"] == "int8"
     assert int8["details"]["quantization"]["calibration"]["clips"] == 8
     assert (out / "executorch-int8" / "model.pte").is_file()
-    # Whole-model int8, read back from the program itself: every conv and linear weight is int8
-    # but the stem's (the recipe keeps it float, and says so); nothing else silently stays float.
+    # Whole-model int8, read back from the program itself: every conv and linear weight is int8,
+    # the stem's too; nothing silently stays float.
     weights = int8["details"]["weights"]
     assert int8["details"]["quantization"]["recipe"]["name"] == "whole"
-    assert int8["details"]["quantization"]["recipe"]["float"] == "encoder.stem"
+    assert int8["details"]["quantization"]["recipe"]["float"] == "none"
     # E2FA's statistics row and output scaling stay float; its Linear layers are int8 (below).
     assert int8["details"]["quantization"]["recipe"]["float_glue"] == ["fa"]
     assert weights["heavy_layers"] > 20
-    assert len(weights["float_weight_layers"]) == 1, weights["float_weight_layers"]
+    assert weights["float_weight_layers"] == [], weights["float_weight_layers"]
     # The output shift was measured on the 8 calibration clips and taken out of the program.
     shift = int8["details"]["quantization"]["output_shift"]
     assert shift["outputs"] == ["ef", "edv", "esv"] and shift["clips"] == 8
