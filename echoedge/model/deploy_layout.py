@@ -90,8 +90,10 @@ class _Rewriter:
         self.changed += 1
 
     def view(self, before: fx.Node, x: fx.Node, shape: Sequence[int]) -> fx.Node:
+        # reshape, not view: a merged view's source may be a permuted (non-contiguous) tensor,
+        # where aten.view fails at run time; export lowers reshape to a view where it is one.
         shape = [int(s) for s in shape]
-        return _new(self.g, before, aten.view.default, (x, shape), _fake(x),
+        return _new(self.g, before, aten.reshape.default, (x, shape), _fake(x),
                     lambda t: t.reshape(shape))
 
     def permute(self, before: fx.Node, x: fx.Node, perm: Sequence[int]) -> fx.Node:

@@ -80,3 +80,19 @@ def test_tiny_e3net_is_exactly_the_same_function_with_fewer_layout_changes() -> 
         assert torch.equal(got, ref)
     assert sum(n.target == torch.ops.aten.permute.default for n in gm.graph.nodes) < 0.7 * permutes
     torch.export.export(gm, (x[:1],))  # what the converter lowers: it exports again
+
+
+def test_merged_views_of_a_permuted_tensor_still_run() -> None:
+    """view(reshape(permuted x)) merges into one reshape of the permuted tensor: it must not
+    become an aten.view, which fails on a non-contiguous input."""
+
+    class Net(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.permute(0, 2, 1, 3).reshape(2, 12, 5).reshape(2, 60)
+            return y * 2
+
+    x = torch.randn(2, 3, 4, 5)
+    gm = torch.export.export(Net(), (x,)).module()
+    want = gm(x)
+    assert frames_stay_4d(gm) > 0
+    assert torch.equal(gm(x), want)
