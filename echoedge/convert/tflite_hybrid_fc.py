@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from echoedge.convert.tflite_ops import object_op_names
+
 
 @dataclass
 class HybridFC:
@@ -48,8 +50,7 @@ def hybrid_glue_fcs(data: bytes) -> tuple[bytes, HybridFC]:
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     sg = model.subgraphs[0]
-    op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    kind = [op_name.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
+    kind = object_op_names(model)
     ops = sg.operators
     producer = {int(t): i for i, o in enumerate(ops) for t in o.outputs}
     readers: dict[int, list[int]] = {}

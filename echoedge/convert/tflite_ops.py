@@ -145,6 +145,16 @@ def op_code_names(model: Any) -> list[str]:
     return codes
 
 
+def object_op_names(model: Any) -> list[str]:
+    """op_code_names for a model in flatbuffer_utils' object form (ModelT): the builtin name of
+    each operator code (the file rewrites, tflite_hybrid_fc and tflite_output_shift, work on it)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin = _enum_names(schema.BuiltinOperator)
+    return [builtin.get(max(int(c.builtinCode), int(c.deprecatedBuiltinCode)), "?")
+            for c in model.operatorCodes]
+
+
 def inspect_tflite(path: str | Path) -> TFLiteOps:
     """Read every operator of every subgraph of a .tflite file, with tensor dtypes."""
     from ai_edge_litert import schema_py_generated as schema

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from echoedge.convert.output_shift import OutputShift, measure_shift, reference_outputs
+from echoedge.convert.tflite_ops import object_op_names
 
 # Ops between the FULLY_CONNECTED and a graph output that keep each value as it is.
 _PASS = ("DEQUANTIZE", "RESHAPE", "SQUEEZE")
@@ -61,11 +62,8 @@ def bias_slots(model: Any, names: Sequence[str], output_keys: Sequence[str]) -> 
     """Where each of `names` (signature output keys `output_keys`) is computed: a channel of a
     FULLY_CONNECTED with a bias, reached through GATHER of one index and value-keeping ops.
     Returns the slots, or a line saying why the file is not wired that way."""
-    from ai_edge_litert import schema_py_generated as schema
-
     sg = model.subgraphs[0]
-    op_name = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [op_name.get(max(c.builtinCode, c.deprecatedBuiltinCode), "?") for c in model.operatorCodes]
+    codes = object_op_names(model)
     producer = {int(t): i for i, o in enumerate(sg.operators) for t in o.outputs}
     sig = {m.name.decode() if isinstance(m.name, bytes) else m.name: int(m.tensorIndex)
            for m in model.signatureDefs[0].outputs} if model.signatureDefs else {}
@@ -148,18 +146,19 @@ def take_out_shift(data: bytes, eager: Any, clips: np.ndarray, clip_shape: Seque
     from echoedge.convert.tflite_interpreter import make_interpreter, run_tflite, signature_io
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
-    probe = work / "shift-probe.tflite"
+    probe = work / "shift-probe.tflite"  # the interpreter reads a file
     probe.write_bytes(data)
-    it = make_interpreter(probe, threads=2, kind="litert")
-    io_ = signature_io(it, clip_shape)
-    slots = bias_slots(model, names, io_.output_keys[:len(names)])
-    if isinstance(slots, str):
-        return data, slots
-    shift = measure_shift(run_tflite(it, io_, clips), reference_outputs(eager, clips), names,
-                          "this file in the LiteRT interpreter on the calibration clips, against "
-                          "the eager deploy form")
-    del it
-    probe.unlink()
+    try:
+        it = make_interpreter(probe, threads=2, kind="litert")
+        io_ = signature_io(it, clip_shape)
+        slots = bias_slots(model, names, io_.output_keys[:len(names)])
+        if isinstance(slots, str):
+            return data, slots
+        shift = measure_shift(run_tflite(it, io_, clips), reference_outputs(eager, clips), names,
+                              "this file in the LiteRT interpreter on the calibration clips, "
+                              "against the eager deploy form")
+    finally:
+        probe.unlink(missing_ok=True)
     left = subtract_from_bias(model, slots, shift.shift)
     layers = sorted({s.op for s in slots})
     shift.applied_to = (f"the bias of fully-connected op{'s' if len(layers) > 1 else ''} "

@@ -249,7 +249,6 @@ class _Rewriter:
         rules = ((_PERMUTES, self.permute_pair), (_VIEWS, self.view_pair),
                  (_ELEMENTWISE, self.sink_elementwise), ((_SLICE,), self.slice_of_view),
                  ((_CAT,), self.cat_of_views))
-        total = 0
         while True:
             before = self.changed
             for n in list(self.g.nodes):
@@ -261,9 +260,8 @@ class _Rewriter:
             self.g.eliminate_dead_code()
             if self.changed == before:
                 break
-            total = self.changed
         self.gm.recompile()
-        return total
+        return self.changed
 
 
 def frames_stay_4d(gm: fx.GraphModule) -> int:
