@@ -6,9 +6,12 @@
       -> w8:   coremltools.optimize.coreml.linear_quantize_weights: int8, linear_symmetric,
                per output channel, weights of >= W8_WEIGHT_THRESHOLD elements (smaller ones,
                e.g. biases and norm scales, stay fp16 - Core ML's own rule, with a lower bar)
-      -> w8a8: activation quantization first, then the same weight quantization
-               (both in coreml_quantize; W8A8 takes its activation ranges from the reference
-               interpreter, as coremltools' linear_quantize_activations would from Core ML)
+      -> w8a8: activation quantization first (int8 with a zero point per tensor), then the
+               same weight quantization (both in coreml_quantize; W8A8 takes its activation
+               ranges from the reference interpreter, as coremltools' linear_quantize_activations
+               would from Core ML); after saving, the mean output shift the program puts on EF,
+               EDV and ESV is measured on the calibration clips and taken out of the output
+               offset (coreml_output_shift)
       -> model.mlpackage, checked by running it through the reference interpreter
          (echoedge.mil.interpreter) against the eager module on golden clips; those clips and the
          package's outputs on them are kept as golden.npz, for `echo-edge verify`.
@@ -40,14 +43,19 @@ from echoedge.convert.coreml_mlprogram import (
     DEPLOYMENT_TARGET, convert_to_mlmodel, load_program_quietly, quiet_coremltools,
 )
 from echoedge.convert.coreml_quantize import (
-    W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations, quantize_weights,
+    ACTIVATION_MODE, W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations,
+    quantize_weights,
 )
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
+from echoedge.convert.output_shift import OutputShift, offset_buffer, shift_line
 from echoedge.data.clipspec import ClipSpec
 from echoedge.errors import EchoEdgeError, first_line
 
 PRECISIONS = ("fp32", "fp16", "w8", "w8a8")
 CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
+# The interpreter's thread count wherever its numbers go into the artefact (activation ranges,
+# output shift, golden.npz): torch splits reductions by thread, and the same conversion must
+# give the same bytes in run's one-thread worker and in `echo-edge export`.
 GOLDEN_THREADS = 2
 RUNTIME = "coreml"
 MODEL_FILE = "model.mlpackage"
@@ -132,6 +140,7 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
     compute = "fp32" if precision == "fp32" else "fp16"
     pkg = tmp / MODEL_FILE
     act_summary: dict[str, Any] | None = None
+    shift: OutputShift | str | None = None
 
     with quiet_coremltools() as log:
         try:
@@ -146,7 +155,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                     "through the reference interpreter", file=sys.__stdout__)
                 scratch = Path(tempfile.mkdtemp(prefix="calib-", dir=tmp))
                 try:
-                    mlmodel, act_summary = quantize_activations(mlmodel, scratch, clips, progress)
+                    mlmodel, act_summary = quantize_activations(mlmodel, scratch, clips, progress,
+                                                             threads=GOLDEN_THREADS)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 timings["activation_quantization"] = time.perf_counter() - t0
@@ -160,6 +170,10 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             mlmodel.save(str(pkg))
             _canonical_spec(pkg)
             timings["save"] = time.perf_counter() - t0
+            if precision == "w8a8":
+                t0 = time.perf_counter()
+                shift = _take_out_shift(model, pkg, clips, say)
+                timings["output_shift"] = time.perf_counter() - t0
         except EchoEdgeError:
             sys.__stderr__.write(log.getvalue()[-4000:])
             raise
@@ -219,6 +233,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                            "quantization_ops": info.quantization_ops,
                            "specification_version": info.spec_version},
             "quantization": {**_quant_details(precision, calib, act_summary, weights),
+                             **({"output_shift": shift.to_dict() if isinstance(shift, OutputShift)
+                                 else {"not_applied": shift}} if shift is not None else {}),
                              **({"kept_float": list(keep_float),
                                  "kept_float_weights": list(float_params)} if keep_float else {})},
             "golden_vs_eager": {"reference": "the eager module that was converted (deploy form)",
@@ -232,6 +248,23 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
         },
     )
+
+
+def _take_out_shift(model: Any, pkg: Path, clips: np.ndarray, say: Any) -> OutputShift | str | None:
+    """W8A8's output-shift correction (coreml_output_shift), in place on the saved package: the
+    shift, a line saying why none was taken out, or None when the model states no offset."""
+    from echoedge.convert.coreml_output_shift import take_out_shift
+
+    found = offset_buffer(model)
+    if found is None:
+        return None
+    say(f"Core ML w8a8: output shift on {len(clips)} calibration clips through the reference "
+        "interpreter", file=sys.__stdout__)
+    shift = take_out_shift(pkg, model, clips, OUTPUT_NAMES[:found[1]], found[0], GOLDEN_THREADS)
+    line = (f"taken out: {shift_line(shift.outputs, shift.shift)}" if isinstance(shift, OutputShift)
+            else f"not taken out ({shift})")
+    say(f"Core ML w8a8: output shift {line}", file=sys.__stdout__)
+    return shift
 
 
 def _drop_conversion_date(mlmodel: Any) -> None:
@@ -291,16 +324,19 @@ def _quant_details(precision: str, calib: dict[str, Any] | None, act: dict[str, 
     if precision == "w8":
         d["scheme"] = "int8 weights, fp16 activations"
         return d
-    d["scheme"] = "int8 weights, int8 activations (quantize/dequantize pairs), fp16 elsewhere"
+    d["scheme"] = ("int8 weights, int8 activations (quantize/dequantize pairs, a zero point per "
+                   "tensor), fp16 elsewhere")
     d["activations"] = {
         "route": W8A8_ROUTE,
         "how": "min/max of every intermediate tensor of the fp16 program over the calibration set, "
                "computed by echoedge's reference interpreter (no Core ML runtime); coremltools' "
                "insert_prefix/suffix_quantize_dequantize_pair passes build the W8A8 program",
-        "mode": "linear_symmetric", "dtype": "int8", **(act or {}),
+        "mode": ACTIVATION_MODE, "dtype": "int8", **(act or {}),
     }
     d["calibration"] = calib
-    d["io"] = "float32 (quantize/dequantize inside the program)"
+    # coremltools' activation passes retype the fp16 program's I/O (the manifest's inputs/outputs
+    # carry the declared dtypes); the int8 tensors are all inside the program.
+    d["io"] = "float16 (quantize/dequantize inside the program)"
     return d
 
 

@@ -1,6 +1,7 @@
 """Output-shift correction of an ExecuTorch int8 program: the mean shift int8 puts on the
 regression outputs, measured on the calibration clips and taken back out of the output offset
-(the whole recipe). The measurement and the record are shared with the .tflite's correction.
+(the whole recipe). The measurement and the record are shared with the .tflite's and Core ML
+W8A8's corrections (tflite_output_shift.py, coreml_output_shift.py).
 
 Why: on the shipped checkpoint, the whole recipe's EF error against fp32 is mostly one shared
 shift, not noise. PT2E simulation of the ExecuTorch whole recipe, 24 TEST videos x 2 clips: mean

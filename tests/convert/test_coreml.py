@@ -57,6 +57,9 @@ class ToyEcho(nn.Module):
         self.mlp = nn.Linear(d, 2 * d)
         self.head = nn.Linear(2 * d, 3)
         self.lm = nn.Linear(2 * d, 2 * k * 2)
+        # E2FA's output offset and scale: W8A8 takes its output shift out of `out_mean`.
+        self.register_buffer("out_mean", torch.tensor([55.0, 90.0, 40.0]))
+        self.register_buffer("out_scale", torch.tensor([12.0, 35.0, 25.0]))
 
     def forward(self, x):
         b, c, t, h, w = x.shape
@@ -69,9 +72,9 @@ class ToyEcho(nn.Module):
         att = torch.softmax(q @ kk.transpose(1, 2) / self.d ** 0.5, dim=-1)
         tok = tok + att @ v
         z = nn.functional.gelu(self.mlp(tok), approximate="tanh").mean(dim=1)
-        out = self.head(z)
+        out = self.out_mean + self.out_scale * self.head(z)
         lm = torch.sigmoid(self.lm(z)).reshape(b, 2, self.k, 2)
-        return 55 + 12 * out[:, 0], 90 + 35 * out[:, 1], 40 + 25 * out[:, 2], lm[:, 0], lm[:, 1]
+        return out[:, 0], out[:, 1], out[:, 2], lm[:, 0], lm[:, 1]
 
 
 @dataclass
@@ -200,7 +203,47 @@ def test_manifests_record_program_quantization_and_hashes(artefacts, calib):
     act = a8.details["quantization"]["activations"]
     assert act["route"] == W8A8_ROUTE and act["clips"] == 12 and act["tensors_with_ranges"] > 10
     assert a8.details["quantization"]["calibration"] == {"id": calib.id, "clips": 12}
+    # the I/O dtype it states is the one the package declares
+    assert a8.details["quantization"]["io"].startswith(a8.inputs[0].dtype)
     json.loads((artefacts["w8a8"] / "manifest.json").read_text())
+
+
+def test_w8a8_activations_have_zero_points_and_its_output_shift_is_in_the_file(artefacts, calib, toy,
+                                                                                tmp_path):
+    """W8A8 quantizes activations with a zero point (read from the program), and the output
+    shift in its manifest went into the package: the offset const holds out_mean - shift, and
+    measuring the written package again finds what is left within the const's float16 grid."""
+    from echoedge.convert.coreml_mlprogram import load_program_quietly
+    from echoedge.convert.coreml_output_shift import SPEC_PATH, take_out_shift
+    from coremltools.proto import Model_pb2
+
+    m = read_manifest(artefacts["w8a8"])
+    q = m.details["quantization"]
+    assert q["activations"]["mode"] == "linear"
+    prog, _ = load_program_quietly(artefacts["w8a8"] / "model.mlpackage")
+    zero_points = [op.inputs["zero_point"].val for op in prog.functions["main"].operations
+                   if op.op_type == "quantize" and op.inputs.get("zero_point") is not None]
+    assert zero_points and any(int(np.asarray(z).ravel()[0]) != 0 for z in zero_points)
+
+    shift = q["output_shift"]
+    assert shift["outputs"] == ["ef", "edv", "esv"] and shift["clips"] == len(calib.clips)
+    assert shift["applied_to"].startswith("the ML program's const b_out_mean")
+    spec = Model_pb2.Model()
+    spec.ParseFromString(artefacts["w8a8"].joinpath("model.mlpackage", *SPEC_PATH).read_bytes())
+    fn = spec.mlProgram.functions["main"]
+    const = [op for op in fn.block_specializations[fn.opset].operations
+             if op.type == "const" and op.outputs[0].name == "b_out_mean_to_fp16"]
+    raw = const[0].attributes["val"].immediateValue.tensor.bytes.values
+    stored = np.frombuffer(raw, dtype="<f2")
+    wanted = toy.out_mean.numpy() - np.array(shift["shift"])
+    grid = np.spacing(stored.astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(stored - wanted) <= grid / 2 + 1e-6), (stored, wanted)
+
+    again_pkg = tmp_path / "again.mlpackage"
+    shutil.copytree(artefacts["w8a8"] / "model.mlpackage", again_pkg)
+    again = take_out_shift(again_pkg, toy, calib.clips, OUTPUT_NAMES[:3], "out_mean", threads=2)
+    for before, left, g in zip(shift["shift"], again.shift, grid):
+        assert abs(left) <= 0.05 * abs(before) + g / 2 + 1e-4, (shift["shift"], again.shift)
 
 
 def test_runner_is_the_interpreter_on_linux_and_says_so(artefacts):

@@ -33,18 +33,26 @@ def _quantize(o: _Op) -> Any:
     scale = _per_axis(T, o.t("scale"), x.dim(), axis)
     zp = _per_axis(T, o.t("zero_point").float(), x.dim(), axis) if o.has("zero_point") else 0.0
     lo, hi = _INT_RANGE[o.p("output_dtype")]
-    q = T.clamp(T.round(x / scale) + zp, lo, hi)
-    return q.to(T.int32)
+    # In place on one new tensor: W8A8 quantizes ~300 activations per clip, some of 6 M elements,
+    # and a temporary per step made quantize/dequantize half of the interpreter's time. The
+    # integers stay in float32 (exact up to 2**24), which dequantize reads as they are.
+    q = x / scale
+    q.round_()
+    if o.has("zero_point"):
+        q.add_(zp)
+    return q.clamp_(lo, hi)
 
 
 @_op("dequantize")
 def _dequantize(o: _Op) -> Any:
     T = o.torch
-    q = o.t("input").float()
+    q = o.t("input")
     axis = o.p("axis")
     scale = _per_axis(T, o.t("scale"), q.dim(), axis)
-    zp = _per_axis(T, o.t("zero_point").float(), q.dim(), axis) if o.has("zero_point") else 0.0
-    return (q - zp) * scale
+    if not o.has("zero_point"):
+        return q.float() * scale
+    zp = _per_axis(T, o.t("zero_point").float(), q.dim(), axis)
+    return (q.float() - zp).mul_(scale)
 
 
 @_op("constexpr_affine_dequantize")
