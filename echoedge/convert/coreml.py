@@ -44,7 +44,7 @@ from echoedge.convert.coreml_mlprogram import (
 )
 from echoedge.convert.coreml_quantize import (
     ACTIVATION_MODE, W8_WEIGHT_THRESHOLD, float_weight_consts, quantize_activations,
-    quantize_weights,
+    quantize_weights, weight_config,
 )
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
 from echoedge.convert.output_shift import OutputShift, offset_buffer, shift_line
@@ -154,13 +154,16 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
                 say(f"Core ML w8a8: activation ranges on {len(clips)} calibration clips "
                     "through the reference interpreter", file=sys.__stdout__)
                 scratch = Path(tempfile.mkdtemp(prefix="calib-", dir=tmp))
+                float_consts = float_weight_consts(mlmodel, float_params) if float_params else []
                 try:
-                    mlmodel, act_summary = quantize_activations(mlmodel, scratch, clips, progress,
-                                                             threads=GOLDEN_THREADS)
+                    mlmodel, act_summary = quantize_activations(
+                        mlmodel, scratch, clips, progress, threads=GOLDEN_THREADS,
+                        weights=weight_config(float_consts))
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
-                timings["activation_quantization"] = time.perf_counter() - t0
-            if precision in ("w8", "w8a8"):
+                timings["activation_ranges"] = act_summary.pop("ranges_s")
+                timings["quantization"] = time.perf_counter() - t0 - timings["activation_ranges"]
+            if precision == "w8":
                 t0 = time.perf_counter()
                 float_consts = float_weight_consts(mlmodel, float_params) if float_params else []
                 mlmodel = quantize_weights(mlmodel, float_consts)

@@ -29,6 +29,7 @@ plain fp16 conversion keeps float32 I/O): the manifest records the dtypes the pa
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,23 +71,30 @@ def _weight_config(ct: Any) -> Any:
         weight_threshold=W8_WEIGHT_THRESHOLD))
 
 
-def quantize_weights(mlmodel: Any, float_consts: Sequence[str] = ()) -> Any:
-    """W8 weights; `float_consts` (const op names) stay fp16 (op_name_configs set to None)."""
-    import coremltools.optimize as cto
-
-    ct = _import_coremltools()
-    config = _weight_config(ct)
+def weight_config(float_consts: Sequence[str] = ()) -> Any:
+    """W8's OptimizationConfig; `float_consts` (const op names) stay fp16 (op_name_configs None)."""
+    config = _weight_config(_import_coremltools())
     for name in float_consts:
         config.set_op_name(name, None)
-    return cto.coreml.linear_quantize_weights(mlmodel, config)
+    return config
 
 
-def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray,
-                         progress: bool, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
+def quantize_weights(mlmodel: Any, float_consts: Sequence[str] = ()) -> Any:
+    """W8 weights; `float_consts` (const op names) stay fp16."""
+    import coremltools.optimize as cto
+
+    return cto.coreml.linear_quantize_weights(mlmodel, weight_config(float_consts))
+
+
+def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray, progress: bool,
+                         threads: int | None = None, weights: Any | None = None) -> tuple[Any, dict[str, Any]]:
     """Activation-quantize an fp16 MLModel with ranges from the reference interpreter (run on
-    `threads` threads; None: torch's current setting).
+    `threads` threads; None: torch's current setting). `weights` (a `weight_config`) quantizes
+    the weights in the same pass over the program, after the activations, as W8A8 does: one
+    round trip of the model through coremltools instead of two (each ~8 s here).
 
-    Returns the new MLModel and a summary of the statistics (how many tensors, the clip count).
+    Returns the new MLModel and a summary of the statistics (how many tensors, the clip count,
+    the seconds the interpreter took to gather them).
     """
     from coremltools import _SPECIFICATION_VERSION_IOS_17
     from coremltools.converters.mil.frontend.milproto import load as milproto_load
@@ -104,8 +112,10 @@ def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray,
     # so the fp16 model goes through disk first.
     pkg = scratch / "fp16-for-calibration.mlpackage"
     mlmodel.save(str(pkg))
+    t0 = time.perf_counter()
     interp = Interpreter(pkg, threads=threads)
     stats = activation_ranges(interp, interp.input_names[0], clips, progress=progress, total=len(clips))
+    ranges_s = time.perf_counter() - t0
     for name in interp.output_names:  # coremltools keeps no statistics for program outputs
         stats.pop(name, None)
     prog, _ = load_program_quietly(pkg)
@@ -124,11 +134,15 @@ def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray,
         p.set_options([PassOption("activation_stats", stats)])
         passes.append(p)
     passes.append(PASS_REGISTRY["common::dequantize_quantize_pair_elimination"])
+    if weights is not None:  # what linear_quantize_weights applies, in the same round trip
+        p = PASS_REGISTRY["compression::linear_quantize_weights"]
+        p.set_options([PassOption("config", weights), PassOption("joint_compression", False)])
+        passes.append(p)
     quantized = ct_utils._apply_graph_pass(
         mlmodel, passes, spec_version=_SPECIFICATION_VERSION_IOS_17,
         pymil_load_func=milproto_load.load, skip_model_load=True)
-    return quantized, {"tensors_with_ranges": len(stats), "clips": int(len(clips))}
+    return quantized, {"tensors_with_ranges": len(stats), "clips": int(len(clips)), "ranges_s": ranges_s}
 
 
 __all__: Sequence[str] = ("ACTIVATION_MODE", "W8_WEIGHT_THRESHOLD", "float_weight_consts",
-                          "quantize_activations", "quantize_weights")
+                          "quantize_activations", "quantize_weights", "weight_config")
