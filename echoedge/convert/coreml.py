@@ -282,7 +282,9 @@ def _canonical_spec(pkg: Path) -> None:
     the same message (Core ML parses any valid encoding); only the byte order of the map is fixed."""
     from coremltools.proto import Model_pb2
 
-    path = pkg / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    from echoedge.mil.program import SPEC_FILE
+
+    path = pkg / SPEC_FILE
     spec = Model_pb2.Model()
     spec.ParseFromString(path.read_bytes())
     path.write_bytes(spec.SerializeToString(deterministic=True))

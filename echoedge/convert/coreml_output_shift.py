@@ -22,9 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from echoedge.convert.output_shift import OutputShift, measure_shift, reference_outputs
-
-SPEC_PATH = ("Data", "com.apple.CoreML", "model.mlmodel")
-
+from echoedge.mil.program import SPEC_FILE
 
 def _offset_const(blk: Any, buffer_path: str) -> Any | str:
     """The proto op of the const holding `buffer_path` (e.g. "fa.out_mean"), or why there is none."""
@@ -38,30 +36,10 @@ def _offset_const(blk: Any, buffer_path: str) -> Any | str:
                for b in a.arguments if b.name == op.outputs[0].name]
     if readers != ["add"]:
         return f"{op.outputs[0].name} is read by {', '.join(readers) or 'nothing'}, not by one add"
-    tensor = op.attributes["val"].immediateValue.tensor
-    if tensor.WhichOneof("value") not in ("bytes", "floats"):
-        return f"{op.outputs[0].name} is not stored inline as float16 or float32"
+    # W8A8 is always an fp16 program: its small consts are inline float16 bytes.
+    if op.attributes["val"].immediateValue.tensor.WhichOneof("value") != "bytes":
+        return f"{op.outputs[0].name} is not stored inline as float16"
     return op
-
-
-def _read(op: Any) -> np.ndarray:
-    tensor = op.attributes["val"].immediateValue.tensor
-    if tensor.WhichOneof("value") == "bytes":  # float16, raw little-endian
-        return np.frombuffer(tensor.bytes.values, dtype="<f2").copy()
-    return np.asarray(tensor.floats.values, dtype=np.float32)
-
-
-def _write(op: Any, value: np.ndarray) -> np.ndarray:
-    """Store `value` in the const's own dtype; return what was stored."""
-    tensor = op.attributes["val"].immediateValue.tensor
-    if tensor.WhichOneof("value") == "bytes":
-        stored = value.astype("<f2")
-        tensor.bytes.values = stored.tobytes()
-        return stored
-    stored = value.astype(np.float32)
-    del tensor.floats.values[:]
-    tensor.floats.values.extend(stored.tolist())
-    return stored
 
 
 def take_out_shift(pkg: Path, eager: Any, clips: np.ndarray, names: Sequence[str], buffer_path: str,
@@ -73,29 +51,29 @@ def take_out_shift(pkg: Path, eager: Any, clips: np.ndarray, names: Sequence[str
 
     from echoedge.mil.interpreter import Interpreter
 
-    path = pkg.joinpath(*SPEC_PATH)
+    path = pkg / SPEC_FILE
     spec = Model_pb2.Model()
     spec.ParseFromString(path.read_bytes())
     fn = spec.mlProgram.functions["main"]
     op = _offset_const(fn.block_specializations[fn.opset], buffer_path)
     if isinstance(op, str):
         return op
-    offset = _read(op)
+    tensor = op.attributes["val"].immediateValue.tensor
+    offset = np.frombuffer(tensor.bytes.values, dtype="<f2")  # float16, raw little-endian
     if offset.shape != (len(names),):
         return f"{op.outputs[0].name} holds {offset.size} values for {len(names)} outputs"
     interp = Interpreter(pkg, threads=threads)
-    runs = [interp.run({interp.input_names[0]: np.ascontiguousarray(c[None], dtype=np.float32)})
-            for c in clips]
+    runs = [interp.run({interp.input_names[0]: c[None]}) for c in clips]
     quantized = [np.concatenate([r[n] for r in runs]) for n in names]
     shift = measure_shift(quantized, reference_outputs(eager, clips), names,
                           "this package in the reference interpreter on the calibration clips, "
                           "against the eager deploy form")
     wanted = offset.astype(np.float64) - np.asarray(shift.shift)
-    stored = _write(op, wanted)
+    stored = wanted.astype("<f2")
+    tensor.bytes.values = stored.tobytes()
     left = float(np.abs(stored.astype(np.float64) - wanted).max())
     path.write_bytes(spec.SerializeToString(deterministic=True))
-    shift.applied_to = (f"the ML program's const {op.outputs[0].name} (its "
-                        f"{'float16' if stored.dtype == np.float16 else 'float32'} grid leaves "
+    shift.applied_to = (f"the ML program's const {op.outputs[0].name} (its float16 grid leaves "
                         f"<= {left:.1e})")
     return shift
 

@@ -87,7 +87,8 @@ def quantize_weights(mlmodel: Any, float_consts: Sequence[str] = ()) -> Any:
 
 
 def quantize_activations(mlmodel: Any, scratch: Path, clips: np.ndarray, progress: bool,
-                         threads: int | None = None, weights: Any | None = None) -> tuple[Any, dict[str, Any]]:
+                         threads: int | None = None,
+                         weights: Any | None = None) -> tuple[Any, dict[str, Any]]:
     """Activation-quantize an fp16 MLModel with ranges from the reference interpreter (run on
     `threads` threads; None: torch's current setting). `weights` (a `weight_config`) quantizes
     the weights in the same pass over the program, after the activations, as W8A8 does: one

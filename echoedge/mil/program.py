@@ -16,6 +16,8 @@ from typing import Any
 from echoedge.errors import EchoEdgeError, first_line
 
 WEIGHTS_SUBDIR = os.path.join("Data", "com.apple.CoreML", "weights")
+# The ML program spec inside a package (the converters rewrite it in place).
+SPEC_FILE = os.path.join("Data", "com.apple.CoreML", "model.mlmodel")
 
 
 @dataclass

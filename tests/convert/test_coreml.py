@@ -214,7 +214,8 @@ def test_w8a8_activations_have_zero_points_and_its_output_shift_is_in_the_file(a
     shift in its manifest went into the package: the offset const holds out_mean - shift, and
     measuring the written package again finds what is left within the const's float16 grid."""
     from echoedge.convert.coreml_mlprogram import load_program_quietly
-    from echoedge.convert.coreml_output_shift import SPEC_PATH, take_out_shift
+    from echoedge.convert.coreml_output_shift import take_out_shift
+    from echoedge.mil.program import SPEC_FILE
     from coremltools.proto import Model_pb2
 
     m = read_manifest(artefacts["w8a8"])
@@ -229,7 +230,7 @@ def test_w8a8_activations_have_zero_points_and_its_output_shift_is_in_the_file(a
     assert shift["outputs"] == ["ef", "edv", "esv"] and shift["clips"] == len(calib.clips)
     assert shift["applied_to"].startswith("the ML program's const b_out_mean")
     spec = Model_pb2.Model()
-    spec.ParseFromString(artefacts["w8a8"].joinpath("model.mlpackage", *SPEC_PATH).read_bytes())
+    spec.ParseFromString((artefacts["w8a8"] / "model.mlpackage" / SPEC_FILE).read_bytes())
     fn = spec.mlProgram.functions["main"]
     const = [op for op in fn.block_specializations[fn.opset].operations
              if op.type == "const" and op.outputs[0].name == "b_out_mean_to_fp16"]
