@@ -35,9 +35,7 @@ from echoedge.convert.artefact import (
 )
 from echoedge.convert.golden_vectors import calibration_and_golden
 from echoedge.convert.executorch_quantizer import quantizer_for
-from echoedge.convert.output_shift import (
-    OutputShift, measure_shift, offset_buffer, reference_outputs, shift_line,
-)
+from echoedge.convert.output_shift import OutputShift, shift_line, take_out_graph_shift
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, RECIPES, check_recipe
 from echoedge.convert.xnnpack_int8_ops import partitioner
 from echoedge.data.clipspec import ClipSpec
@@ -241,33 +239,8 @@ def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray |
             prepared(torch.from_numpy(np.ascontiguousarray(clip[None])))
             bar.advance(task)
     converted = convert_pt2e(prepared)
-    shift = _take_out_shift(converted, model, clips) if recipe == "whole" else None
+    shift = take_out_graph_shift(converted, model, clips, OUTPUT_NAMES) if recipe == "whole" else None
     return torch.export.export(converted, example), recipe_d, shift
-
-
-def _take_out_shift(converted: Any, model: Any, clips: np.ndarray) -> OutputShift | None:
-    """Measure the converted graph's output shift on the calibration clips against the eager
-    deploy form and subtract it from the graph's output-offset constant (output_shift.py says
-    why). The converted graph computes what the lowered program does, up to kernel rounding."""
-    import torch
-
-    found = offset_buffer(model)
-    if found is None:
-        return None
-    name, k = found
-    shift = measure_shift(reference_outputs(converted, clips), reference_outputs(model, clips),
-                          OUTPUT_NAMES[:k], "the converted PT2E graph (what is lowered) on the "
-                          "calibration clips, against the eager deploy form")
-    # A new tensor, never sub_ in place: torch.export shares buffers with the module it traced,
-    # so an in-place change shifted the caller's model too, and with it every later conversion of
-    # that model in the process (bench_int8's conv-stages .pte and its .tflite files, which then
-    # differed from `run`'s, where each format converts in its own worker).
-    owner, _, attr = name.rpartition(".")
-    module = converted.get_submodule(owner) if owner else converted
-    with torch.no_grad():
-        module.register_buffer(attr, converted.get_buffer(name) - torch.tensor(shift.shift, dtype=torch.float32))
-    shift.applied_to = f"the program's {name} constant"
-    return shift
 
 
 def _lower(ep: Any) -> tuple[Any, Delegation]:

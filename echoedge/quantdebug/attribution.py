@@ -147,15 +147,16 @@ def find_calibration(folder: str | Path, calibration_id: str | None,
 class AttributionContext:
     """What every artefact of one checkpoint shares: deploy form, videos, reference EF.
 
-    Simulations are cached by (format, precision, calibration id) so ExecuTorch and TFLite int8
-    (the same simulated scheme) or two artefacts of one calibration set pay for one build.
+    Simulations are cached by (format, precision, calibration id, int8 recipe) so ExecuTorch and
+    TFLite int8 (the same simulated scheme) or two artefacts of one calibration set pay for one build.
     """
 
     deploy: Any
     videos: Any  # simulate.VideoSet
     ef_reference: np.ndarray
     checkpoint_sha256: str | None = None
-    simulations: dict[tuple[str, str, str | None], tuple[Any, np.ndarray, float]] = field(default_factory=dict)
+    simulations: dict[tuple[str, str, str | None, str | None], tuple[Any, np.ndarray, float]] = field(
+        default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -189,6 +190,7 @@ def attribute(folder: str | Path, ctx: AttributionContext, calibration: Any | No
     `calibration` (a CalibrationSet) overrides the lookup of the set the manifest names.
     """
     from echoedge.convert.artefact import read_manifest
+    from echoedge.convert.int8_recipe import recipe_of
     from echoedge.quantdebug.simulate import ef_per_video, fidelity, needs_calibration, simulate
     from echoedge.validate.runner import open_runner
 
@@ -199,6 +201,12 @@ def attribute(folder: str | Path, ctx: AttributionContext, calibration: Any | No
         raise EchoEdgeError(f"{folder}: built from checkpoint {str(manifest.source_checkpoint_sha256)[:12]}, "
                             f"not the one being debugged ({ctx.checkpoint_sha256[:12]})")
     what = fidelity(fmt, precision)  # fails clearly for formats without a simulation
+    # The artefact's own int8 recipe is simulated (ExecuTorch, TFLite): simulating the default
+    # recipe for a whole-recipe file would book the recipes' difference as conversion/runtime.
+    recipe = recipe_of(manifest.details) if fmt in ("executorch", "tflite") else None
+    if recipe:
+        what = f"{what} [int8 recipe: {recipe}" + (", output shift taken out as at conversion]"
+                                                    if recipe == "whole" else "]")
     clips = None
     if needs_calibration(fmt, precision):
         cs = calibration or find_calibration(folder, manifest.calibration_id, calibration_search)
@@ -211,7 +219,7 @@ def attribute(folder: str | Path, ctx: AttributionContext, calibration: Any | No
         clips = cs.clips
     seconds: dict[str, float] = {}
 
-    key = (fmt if fmt == "coreml" else "int8-pt2e", precision, manifest.calibration_id)
+    key = (fmt if fmt == "coreml" else "int8-pt2e", precision, manifest.calibration_id, recipe)
     if precision in ("fp32", "fp16"):
         sim_ef, sim_s = ctx.ef_reference, 0.0
     elif key in ctx.simulations:
@@ -219,7 +227,7 @@ def attribute(folder: str | Path, ctx: AttributionContext, calibration: Any | No
         seconds["simulation_cached"] = 1.0
     else:
         t0 = time.perf_counter()
-        sim = simulate(ctx.deploy, fmt, precision, clips, progress=progress)
+        sim = simulate(ctx.deploy, fmt, precision, clips, progress=progress, recipe=recipe)
         seconds["simulation_build"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         sim_ef = ef_per_video(sim, ctx.videos, progress=progress, description=f"EF simulated {fmt} {precision}")

@@ -182,7 +182,7 @@ def debug_quant(
     from echoedge.quantdebug.attribution import AttributionContext
     from echoedge.quantdebug.carryover import carry_over, previous_run
     from echoedge.quantdebug.parts import (
-        check_keep_float, run_attribution, run_budget, run_calibration, run_sensitivity,
+        check_keep_float, run_attribution, run_budget, run_calibration, run_sensitivity, scoped_note,
     )
     from echoedge.quantdebug.simulate import ef_per_video, load_videos
 
@@ -249,6 +249,8 @@ def debug_quant(
         dq["attribution"] = run_attribution(folders, ctx, search, opt, dq, log)
         timings["attribution"] = round(time.perf_counter() - t0, 2)
 
+    if sweep or "budget" in parts:
+        scoped_note(manifests, dq, log)
     sweeps: dict[str, Any] = {}
     if sweep:
         t0 = time.perf_counter()

@@ -35,22 +35,25 @@ from echoedge.errors import EchoEdgeError
 Stats = dict[str, dict[str, Any]]  # observed node name -> {"min_val": tensor, "max_val": tensor}
 
 
-def prepare_recipe(deploy: Any, example: np.ndarray, keep_float: Sequence[str] = ()) -> Any:
+def prepare_recipe(deploy: Any, example: np.ndarray, keep_float: Sequence[str] = (),
+                   recipe: str | None = None) -> Any:
     """The deploy form exported at batch 1 with the recipe's observers inserted (uncalibrated).
 
     `example` is any clip batch (its first clip is the export example); `keep_float` names module
-    paths kept float on top of the recipe (`echoedge.convert.executorch_quantizer.quantizer_for`).
+    paths kept float on top of the recipe (`echoedge.convert.executorch_quantizer.quantizer_for`);
+    `recipe` is the int8 recipe's name (None: the converters' default).
     """
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from echoedge.convert.executorch_quantizer import quantizer_for
+    from echoedge.convert.int8_recipe import DEFAULT_RECIPE
 
     x = (torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32)),)
     deploy.eval()
     with torch.no_grad():
         ep = torch.export.export(deploy, x)
-        quantizer, _ = quantizer_for(deploy, keep_float=keep_float)
+        quantizer, _ = quantizer_for(deploy, keep_float=keep_float, recipe=recipe or DEFAULT_RECIPE)
         return prepare_pt2e(ep.module(), quantizer)
 
 

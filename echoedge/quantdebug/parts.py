@@ -94,6 +94,22 @@ def run_sensitivity(folders: list[Path], manifests: dict[Path, Any], ctx: Any, s
     return sweeps
 
 
+def scoped_note(manifests: dict[Path, Any], dq: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Say so where an artefact was built with another int8 recipe than the one the sweep and the
+    budget search keep layers float on top of (the scoped default): their figures and mixed files
+    are that recipe's, not the artefact's."""
+    from echoedge.convert.int8_recipe import DEFAULT_RECIPE, recipe_of
+
+    for f, m in manifests.items():
+        recipe = recipe_of(m.details)
+        if recipe and recipe != DEFAULT_RECIPE:
+            note = (f"{f.name}: built with the {recipe} int8 recipe; sensitivity and the budget search "
+                    f"keep layers float on top of the {DEFAULT_RECIPE} recipe, so their figures and "
+                    "any mixed file are that recipe's (attribution simulates the artefact's own)")
+            dq["notes"].append(note)
+            log(f"note: {note}")
+
+
 def run_budget(folders: list[Path], manifests: dict[Path, Any], ctx: Any, sweeps: dict[str, Any],
                search: list[Path], ck: Any, opt: DebugQuantOptions, out: Path, dq: dict[str, Any],
                log: Callable[[str], None]) -> None:

@@ -84,7 +84,7 @@ def ef_per_video(model: Any, videos: VideoSet, progress: bool = False,
 
 def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = (),
                   progress: bool = False, only: Sequence[str] | None = None,
-                  stats: dict[str, dict[str, Any]] | None = None) -> Any:
+                  stats: dict[str, dict[str, Any]] | None = None, recipe: str | None = None) -> Any:
     """The deploy form with the ExecuTorch int8 recipe applied in PyTorch (fake quantization).
 
     `clips` are the calibration clips (float32 (N, C, T, H, W)); `keep_float` names module paths
@@ -95,20 +95,30 @@ def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = ()
     depend on which other units are quantized: `stats` (from `observers.observer_stats`, computed
     once on the same clips) fills the observers instead of calibrating again -- the same numbers,
     minutes less per sweep step on the paper config.
+    `recipe` names the int8 recipe (None: the converters' default). The whole recipe's artefacts
+    have their output shift taken out at conversion: the simulation takes out the one it
+    measures on the same clips (`output_shift.take_out_graph_shift`), as the ExecuTorch converter
+    does on the graph it lowers.
     """
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
+    from echoedge.convert.artefact import OUTPUT_NAMES
+    from echoedge.convert.output_shift import take_out_graph_shift
     from echoedge.quantdebug.observers import calibrate, load_observer_stats, prepare_recipe
 
     clips = np.asarray(clips)
     if clips.ndim != 5 or len(clips) == 0:
         raise EchoEdgeError(f"calibration clips: expected (N, C, T, H, W) with N >= 1, got {clips.shape}")
-    prepared = prepare_recipe(deploy, clips, keep_float=_keep_float_for(deploy, keep_float, only))
+    prepared = prepare_recipe(deploy, clips, keep_float=_keep_float_for(deploy, keep_float, only),
+                              recipe=recipe)
     with torch.no_grad():
         if stats is None or not load_observer_stats(prepared, stats):
             calibrate(prepared, clips, progress)
-        return convert_pt2e(prepared)
+        converted = convert_pt2e(prepared)
+    if recipe == "whole":
+        take_out_graph_shift(converted, deploy, clips, OUTPUT_NAMES)
+    return converted
 
 
 def quantized_layers(deploy: Any) -> list[str]:
@@ -240,7 +250,8 @@ def group_units(deploy: Any, layers: Sequence[str]) -> list[QuantUnit]:
 
 def simulate(deploy: Any, fmt: str, precision: str, clips: np.ndarray | None = None,
              keep_float: Sequence[str] = (), only: Sequence[str] | None = None,
-             progress: bool = False, stats: dict[str, dict[str, Any]] | None = None) -> Any:
+             progress: bool = False, stats: dict[str, dict[str, Any]] | None = None,
+             recipe: str | None = None) -> Any:
     """The deploy form as artefact `fmt`/`precision` would compute it, quantization-wise.
 
     Returns a callable torch module (eval mode). `clips` are the calibration clips the artefact
@@ -248,6 +259,7 @@ def simulate(deploy: Any, fmt: str, precision: str, clips: np.ndarray | None = N
     float on top of the format's recipe; `only` (sensitivity "only" mode) restricts quantization
     to those units (None: the whole recipe). fp32/fp16 return the deploy form itself.
     `stats` (ExecuTorch/TFLite int8: `observers.observer_stats` on the same clips) skips calibration.
+    `recipe` (ExecuTorch/TFLite int8) is the artefact's int8 recipe (None: the default).
     See `fidelity` for what each simulation leaves out.
     """
     if precision in FLOAT_PRECISIONS:
@@ -258,7 +270,7 @@ def simulate(deploy: Any, fmt: str, precision: str, clips: np.ndarray | None = N
                             "was built with")
     if fmt in ("executorch", "tflite"):
         return simulate_int8(deploy, clips, keep_float=keep_float, only=only, progress=progress,
-                             stats=stats)
+                             stats=stats, recipe=recipe)
     weights = simulate_weights_int8(deploy, keep_float=keep_float, only=only)
     if precision == "w8":
         return weights

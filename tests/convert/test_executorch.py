@@ -308,25 +308,22 @@ def test_info_on_a_folder_that_is_no_artefact_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "not an echo-edge artefact" in err[0]
 
 
-def test_the_written_program_keeps_frames_4d_between_convs(tmp_path):
-    """Read back from the written .pte of the tiny Echo-E3Net: the converter's 4D frames pass
-    (echoedge.model.deploy_layout) leaves XNNPACK far fewer transposes than the plain export of
-    the same deploy form, and the program still equals eager."""
+def test_the_written_program_keeps_frames_4d_between_convs(tmp_path, tiny_run):
+    """Read back from the written .pte of the tiny Echo-E3Net (the session's `echo-edge run`, whose
+    converter applied the 4D frames pass, echoedge.model.deploy_layout): XNNPACK is left far fewer
+    transposes than in the plain export of the same deploy form, and the program still equals eager."""
     from executorch.exir import to_edge_transform_and_lower
 
     from echoedge.convert.weights_pte import read_pte
     from echoedge.convert.xnnpack_int8_ops import partitioner
-    from echoedge.model.config import clip_spec_for, get_config
+    from echoedge.model.checkpoint import load_checkpoint
     from echoedge.model.deploy import to_deploy_form
-    from echoedge.model.network import EchoE3Net
 
-    torch.manual_seed(0)
-    cfg = get_config("tiny")
-    spec = clip_spec_for(cfg, mean=35.0, std=48.0)
-    x = np.random.default_rng(3).standard_normal((2, *spec.input_shape(1)[1:])).astype(np.float32)
-    deploy = to_deploy_form(EchoE3Net(cfg).eval(), torch.from_numpy(x))
-    folder = export_executorch(deploy, spec, tmp_path / "fp32", "fp32", None, "a" * 64,
-                               golden_inputs=x, progress=False)
+    assert tiny_run.rc == 0, tiny_run.stdout
+    ck = load_checkpoint(tiny_run.checkpoint)
+    x = np.random.default_rng(3).standard_normal((2, *ck.spec.input_shape(1)[1:])).astype(np.float32)
+    deploy = to_deploy_form(ck.model, torch.from_numpy(x)).eval()
+    folder = tiny_run.fp32
     plain = tmp_path / "plain.pte"
     ep = torch.export.export(deploy, (torch.from_numpy(x[:1]),))
     plain.write_bytes(to_edge_transform_and_lower(ep, partitioner=[partitioner()]).to_executorch().buffer)

@@ -102,6 +102,25 @@ def test_each_term_is_what_it_claims(setup, att_int8):
     assert att_int8.quantization == pytest.approx(np.mean(np.abs(sim - ctx.ef_reference)), abs=1e-6)
 
 
+def test_the_artefacts_own_int8_recipe_is_simulated(setup, att_int8, tmp_path):
+    """A whole-recipe file is attributed against the whole recipe's simulation, not the default's
+    (which would book the recipes' difference as conversion/runtime); each says which it was."""
+    import shutil
+
+    from echoedge.convert.executorch import export_executorch
+
+    model, calib, ctx, fp32, int8 = setup
+    assert "[int8 recipe: conv-stages]" in att_int8.simulation
+    root = tmp_path / "artefacts"
+    shutil.copytree(int8.parent / "calibration", root / "calibration")
+    whole = export_executorch(model, SPEC, root / "executorch-int8", "int8", calib, "d" * 64,
+                              progress=False, recipe="whole")
+    a = attribute(whole, ctx)
+    assert "[int8 recipe: whole, output shift taken out as at conversion]" in a.simulation
+    sim = ef_per_video(simulate(model, "executorch", "int8", calib.clips, recipe="whole"), ctx.videos)
+    assert np.allclose(sim, a.ef_simulated, atol=1e-6)
+
+
 def test_float_artefact_has_no_quantization_term(setup):
     model, calib, ctx, fp32, int8 = setup
     a = attribute(fp32, ctx)

@@ -161,3 +161,31 @@ def test_load_videos_with_a_shift_gives_the_stress_suites_frames(synth_root, tmp
     np.testing.assert_array_equal(blurred.frames(blurred.records[0]), want)
     with pytest.raises(EchoEdgeError, match="unknown shift 'haze'"):
         load_videos(synth_root, spec, "VAL", 2, 1, tmp_path, shift="haze")
+
+
+def test_whole_recipe_simulation_quantizes_every_layer_and_takes_the_shift_out(tiny):
+    """debug-quant simulates an artefact's own int8 recipe: the whole recipe's graph holds more int8
+    weights than the default's (E2FA's Linears among them) and, as the ExecuTorch converter does,
+    has its output shift subtracted from E2FA's out_mean, measured on the same clips; the deploy
+    form keeps its own offset."""
+    from echoedge.convert.artefact import OUTPUT_NAMES
+    from echoedge.convert.output_shift import measure_shift, reference_outputs
+
+    from echoedge.model.config import get_config
+
+    _, deploy = tiny
+    cfg = get_config("tiny")
+    shape = (3, cfg.channels, cfg.frames, cfg.height, cfg.width)
+    clips = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    before = deploy.fa.out_mean.detach().clone()
+    scoped = simulate(deploy, "executorch", "int8", clips)
+    whole = simulate(deploy, "executorch", "int8", clips, recipe="whole")
+    assert _weight_dqs(whole) > _weight_dqs(scoped)
+    assert any("fa" in str(n.args[0]) for n in whole.graph.nodes
+               if "dequantize_per_channel" in str(n.target) and n.args)
+    assert torch.equal(deploy.fa.out_mean, before) and torch.equal(scoped.get_buffer("fa.out_mean"), before)
+    # What was subtracted is the shift the uncorrected graph shows on the clips: after it, none left.
+    left = measure_shift(reference_outputs(whole, clips), reference_outputs(deploy, clips), OUTPUT_NAMES[:3], "")
+    assert not torch.equal(whole.get_buffer("fa.out_mean"), before)
+    assert np.abs(left.shift).max() <= 1e-3 * (1 + np.abs(before.numpy()).max())
+
