@@ -151,3 +151,20 @@ def test_decompose_refuses_mismatched_videos():
     d = decompose([50.0, 60.0], [50.5, 59.0], [51.0, 59.5])
     assert d["quantization"] == pytest.approx(0.75) and d["conversion"] == pytest.approx(0.5)
     assert d["total"] == pytest.approx(0.75) and d["bias_total"] == pytest.approx(0.25)
+
+
+def test_sweeps_on_a_whole_recipe_artefact_say_which_recipe_they_keep_layers_float_on(tmp_path):
+    from types import SimpleNamespace
+
+    from echoedge.quantdebug.parts import scoped_note
+
+    whole = SimpleNamespace(details={"quantization": {"recipe": {"name": "whole"}}})
+    scoped = SimpleNamespace(details={"quantization": {"recipe": {"name": "conv-stages"}}})
+    fp32 = SimpleNamespace(details={})
+    dq: dict = {"notes": []}
+    logged: list[str] = []
+    scoped_note({tmp_path / "executorch-int8": whole, tmp_path / "tflite-int8": scoped,
+                 tmp_path / "executorch-fp32": fp32}, dq, logged.append)
+    assert len(dq["notes"]) == 1 and len(logged) == 1
+    assert dq["notes"][0].startswith("executorch-int8: built with the whole int8 recipe")
+    assert "on top of the conv-stages recipe" in dq["notes"][0]
