@@ -90,3 +90,24 @@ def test_shift_line_signs_each_output() -> None:
     from echoedge.convert.output_shift import shift_line
 
     assert shift_line(["ef", "edv", "esv"], [-0.3733, -0.1027, 0.1419]) == "ef -0.373, edv -0.103, esv +0.142"
+
+
+def test_the_fused_measuring_copy_equals_the_converted_graph_bit_for_bit() -> None:
+    """The shift is measured on a copy whose quantize -> dequantize pairs are one float expression
+    (fused_qdq): the same numbers exactly, and the converted graph itself keeps its pairs."""
+    from echoedge.convert.output_shift import fused_qdq
+    from echoedge.model.deploy import to_deploy_form
+    from echoedge.quantdebug.simulate import simulate_int8
+
+    torch.manual_seed(0)
+    clips = _clips(3, seed=4)
+    deploy = to_deploy_form(EchoE3Net(CFG).eval(), torch.from_numpy(clips[:1].copy()))
+    converted = simulate_int8(deploy, clips, recipe="whole")
+    fused = fused_qdq(converted)
+
+    def pairs(gm) -> int:  # static per-tensor quantize nodes (dynamic ones take .tensor params)
+        return sum(1 for n in gm.graph.nodes if str(n.target) == "quantized_decomposed.quantize_per_tensor.default")
+
+    assert pairs(converted) > 0 and pairs(fused) == 0
+    for a, b in zip(reference_outputs(converted, clips), reference_outputs(fused, clips)):
+        assert np.array_equal(a, b)
