@@ -7,7 +7,11 @@ For every artefact folder of a run (default runs/run/artefacts):
   ML's liveness estimate (marked ~); beside it the graph's liveness peak (an estimate that ignores
   delegation, the same definition for every format);
 - **measured** working memory: a fresh process per artefact (echoedge.validate.memory): RSS added by
-  the load, by 5 calls at batch 1, and the peak above the runtime's import;
+  the load, by 5 calls at batch 1, and the peak above the runtime's import; and where that RSS lies
+  by memory mapping: the largest block (the runtime's activation arena), other anonymous memory,
+  the heap (small allocations: XNNPACK's IGEMM indirection buffers, planned buffers) and
+  file-backed pages (the model file, the runtime's code), with the fixed part (all but the
+  largest block) that int8 activations do not shrink;
 
 then per format the int8 (or other quantized precision) / fp32 ratio of each figure, the goal
 (int8 working memory <= 1/4 of fp32's), and for the quantized artefact the largest activation
@@ -50,6 +54,22 @@ def collect(root: Path, threads: int, measure_interpreter: bool) -> list[dict[st
     return rows
 
 
+# The measured RSS added by load + calls, by memory mapping (echoedge.validate.memory.by_mapping).
+BREAKDOWN = (("largest block (activation arena)", "largest_block_bytes"),
+             ("other anonymous", "other_anonymous_bytes"), ("heap (small allocations)", "heap_bytes"),
+             ("file-backed pages (model, code)", "file_bytes"))
+
+
+def _part(key: str) -> Any:
+    return lambda r: ((r["measured"] or {}).get("breakdown") or {}).get(key)
+
+
+def _fixed(r: dict[str, Any] | None) -> int | None:
+    """What does not scale with the activations' dtype: all but the largest block."""
+    b = ((r or {}).get("measured") or {}).get("breakdown")
+    return None if not b else sum(v for k, v in b.items() if k != "largest_block_bytes")
+
+
 def _mb(n: int | None, est: bool = False) -> str:
     return "–" if n is None else f"{'~' if est else ''}{n / 1e6:.1f}"
 
@@ -72,7 +92,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 ("RSS added by 5 calls", lambda r: (r["measured"] or {}).get("calls_added_bytes"), lambda r: False),
                 ("working (peak - baseline)", lambda r: (r["measured"] or {}).get("working_bytes"), lambda r: False),
                 ("peak RSS of the process", lambda r: (r["measured"] or {}).get("peak_rss_bytes"), lambda r: False),
-            ]
+            ] + [(f"  added: {label}", _part(key), lambda r: False) for label, key in BREAKDOWN]
             for label, get, est in figures:
                 a = get(base) if base else None
                 b = get(q)
@@ -83,6 +103,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             goal = ("unmeasured" if not work_a or not work_b else
                     "met" if work_b <= GOAL_RATIO * work_a else "not met")
             out.append((fmt, f"goal: {q['precision']} working <= 1/4 fp32", "", "", goal, ""))
+            fixed_a, fixed_b = _fixed(base), _fixed(q)
+            if fixed_a is not None and fixed_b is not None:
+                # What the goal asks of the rest: int8 working <= 1/4 fp32 working needs the int8
+                # arena <= (fp32 working)/4 minus the int8 file's fixed part.
+                out.append((fmt, "  fixed part (heap + file pages + other)", _mb(fixed_a), q["precision"],
+                            _mb(fixed_b), _ratio(fixed_b, fixed_a)))
+                if work_a:
+                    left = GOAL_RATIO * work_a - fixed_b
+                    arena_a = _part("largest_block_bytes")(base)
+                    out.append((fmt, "  largest block the goal leaves int8", "", q["precision"], _mb(max(0, int(left))),
+                                _ratio(max(1, int(left)), arena_a)))
     widths = [max(len(c), *(len(str(r[i])) for r in out)) if out else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in out]

@@ -13,7 +13,16 @@ carries every runtime, model and clip validation has touched.
 - `working_bytes`: the headline, VmHWM minus the baseline (the most the load and the calls took
   the process above the runtime's import); RSS after the calls minus the baseline where VmHWM
   could not be reset;
-- `peak_rss_bytes`, `baseline_rss_bytes`: the process's own figures.
+- `peak_rss_bytes`, `baseline_rss_bytes`: the process's own figures;
+- `breakdown`: where the RSS added by the load and the calls lies, by memory mapping
+  (/proc/self/smaps before the load and after the calls; `by_mapping`).
+
+The breakdown is what tells the int8 activations from what does not shrink with them. The runtimes
+allocate their activation arena as one block (ExecuTorch: XNNPACK's workspace; TFLite: the
+interpreter's arena), which the C library maps on its own: the largest anonymous mapping that grew.
+The heap holds small allocations (XNNPACK's IGEMM indirection buffers, one pointer per output pixel
+and kernel tap of every conv, the same in fp32 and int8; ExecuTorch's planned buffers), file-backed
+pages are the model file and the runtime's code touched by the calls.
 
 /proc is Linux's: elsewhere `measured` is None with the reason. Planned figures come from the
 manifest's `details.memory` (echoedge.convert.memory_plan, written at convert time), or are read
@@ -41,7 +50,8 @@ CLEAR_REFS = Path("/proc/self/clear_refs")
 TIMEOUT_S = 600
 METHOD = ("fresh process per artefact: VmRSS/VmHWM from /proc/self/status after importing the runtime "
           "(baseline), after loading the artefact and after {calls} calls at batch 1 on {threads} "
-          "thread(s); working = peak RSS during load and calls minus the baseline")
+          "thread(s); working = peak RSS during load and calls minus the baseline; the RSS added is "
+          "split by memory mapping (/proc/self/smaps)")
 
 
 def read_status(path: Path | None = None) -> dict[str, int] | None:
@@ -58,6 +68,63 @@ def read_status(path: Path | None = None) -> dict[str, int] | None:
             return None
         out[key] = int(m.group(1)) * 1024
     return out
+
+
+SMAPS = Path("/proc/self/smaps")
+_MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$")
+
+
+def read_mappings(path: Path | None = None) -> list[tuple[int, int, str, int]] | None:
+    """(start, end, path or [heap]/[stack]/'' for anonymous, RSS bytes) per mapping, or None where
+    /proc/self/smaps cannot be read."""
+    out: list[tuple[int, int, str, int]] = []
+    try:
+        # Line by line: the whole text of a process with TensorFlow loaded is megabytes, which the
+        # snapshot after the calls would count as the runtime's.
+        with open(path or SMAPS) as f:
+            for line in f:
+                m = _MAPPING.match(line)
+                if m:
+                    out.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3).strip(), 0))
+                elif out and line.startswith("Rss:"):
+                    start, end, name, _ = out[-1]
+                    out[-1] = (start, end, name, int(line.split()[1]) * 1024)
+    except OSError:
+        return None
+    return out
+
+
+def by_mapping(before: list[tuple[int, int, str, int]], after: list[tuple[int, int, str, int]]
+               ) -> dict[str, int]:
+    """Where RSS grew between two read_mappings snapshots, in bytes (net per kind; the kinds sum to
+    the RSS added):
+
+    - `largest_block_bytes`: the anonymous mapping that grew most, against whatever lay in its
+      address range before (the C library merges and moves mappings): the runtime's activation
+      arena (see the module docstring);
+    - `other_anonymous_bytes`: the rest of the anonymous memory (large allocations mapped on their
+      own: packed weights, planned buffers, thread stacks);
+    - `heap_bytes`: the [heap] (small allocations);
+    - `file_bytes`: file-backed pages (the model file, the runtime's code and data);
+    - `other_bytes`: the rest ([stack] and the kernel's named mappings).
+    """
+    def kind(name: str) -> str:
+        return ("anonymous" if not name else "heap" if name == "[heap]" else
+                "file" if name.startswith("/") else "other")
+
+    def total(maps: list[tuple[int, int, str, int]], k: str) -> int:
+        return sum(rss for _, _, name, rss in maps if kind(name) == k)
+
+    def grew(start: int, end: int, rss: int) -> int:
+        return rss - sum(r for s, e, name, r in before if not name and s < end and e > start)
+
+    anon = total(after, "anonymous") - total(before, "anonymous")
+    largest = max((grew(s, e, r) for s, e, name, r in after if not name), default=0)
+    largest = max(0, min(largest, anon)) if anon > 0 else 0
+    return {"largest_block_bytes": largest, "other_anonymous_bytes": anon - largest,
+            "heap_bytes": total(after, "heap") - total(before, "heap"),
+            "file_bytes": total(after, "file") - total(before, "file"),
+            "other_bytes": total(after, "other") - total(before, "other")}
 
 
 def _import_runtime(fmt: str) -> None:
@@ -104,6 +171,7 @@ def probe(folder: str | Path, threads: int = 2, calls: int = CALLS) -> dict[str,
     manifest = read_manifest(folder)
     _import_runtime(manifest.format)
     clip = np.random.default_rng(0).standard_normal((1, *manifest.input_shape[1:])).astype(np.float32)
+    maps_before = read_mappings()
     base = read_status()
     try:
         CLEAR_REFS.write_text("5")  # reset VmHWM to the current RSS
@@ -117,13 +185,16 @@ def probe(folder: str | Path, threads: int = 2, calls: int = CALLS) -> dict[str,
         runner(clip)
     done = read_status()
     wall = time.perf_counter() - t0
+    maps_after = read_mappings()
     if not (base and loaded and done):
         return {"error": f"{PROC_STATUS} became unreadable while measuring"}
     working = (done["VmHWM"] if reset else done["VmRSS"]) - base["VmRSS"]
     return {"baseline_rss_bytes": base["VmRSS"], "load_added_bytes": loaded["VmRSS"] - base["VmRSS"],
             "calls_added_bytes": done["VmRSS"] - loaded["VmRSS"], "working_bytes": working,
             "peak_rss_bytes": done["VmHWM"], "peak_reset": reset, "calls": calls, "batch": 1,
-            "threads": threads, "runtime": getattr(runner, "runtime", None), "wall_s": round(wall, 2)}
+            "threads": threads, "runtime": getattr(runner, "runtime", None), "wall_s": round(wall, 2),
+            "breakdown": (by_mapping(maps_before, maps_after) if maps_before is not None
+                          and maps_after is not None else None)}
 
 
 def measure(folder: str | Path, threads: int = 2, calls: int = CALLS, log: Path | None = None,
@@ -198,6 +269,15 @@ def memory_entry(folder: str | Path, entry: dict[str, Any], threads: int, measur
         if out["measured"] is not None:
             out["measured"]["probe_s"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def breakdown_text(b: dict[str, int] | None) -> str | None:
+    """One line of where a measured working memory lies (by_mapping), in MB."""
+    if not b:
+        return None
+    return (f"largest block {b['largest_block_bytes'] / 1e6:.1f} (the activation arena), heap "
+            f"{b['heap_bytes'] / 1e6:.1f}, file-backed {b['file_bytes'] / 1e6:.1f}, other "
+            f"{(b['other_anonymous_bytes'] + b['other_bytes']) / 1e6:.1f} MB")
 
 
 def memory_cell(mem: dict[str, Any] | None) -> str:

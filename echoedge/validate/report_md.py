@@ -336,7 +336,10 @@ def summary_table(report: dict[str, Any]) -> str:
 
 
 def memory_lines(report: dict[str, Any]) -> list[str]:
-    """How the memory column was measured (one line), when the report has memory figures."""
+    """How the memory column was measured (one line), when the report has memory figures; then
+    each measured artefact's breakdown by mapping (echoedge.validate.memory.by_mapping)."""
+    from echoedge.validate.memory import breakdown_text
+
     mems = [e["memory"] for e in report["artefacts"] if e.get("memory")]
     if not mems:
         return []
@@ -344,7 +347,9 @@ def memory_lines(report: dict[str, Any]) -> list[str]:
             "memory-planned buffers; TFLite: the interpreter's arena; Core ML, marked ~: an estimate, the "
             f"liveness peak of the MIL program's tensors); measured = {mems[0]['method']}."] + [
         f"Memory of {e['name']}: {e['memory'][k]}" for e in report["artefacts"] if e.get("memory")
-        for k in ("planned_note", "measured_note") if e["memory"].get(k)]
+        for k in ("planned_note", "measured_note") if e["memory"].get(k)] + [
+        f"Memory of {e['name']}, where the measured RSS lies: {text}" for e in report["artefacts"]
+        if (text := breakdown_text(((e.get("memory") or {}).get("measured") or {}).get("breakdown")))]
 
 
 def load_note(host: dict[str, Any]) -> str:

@@ -41,6 +41,36 @@ def test_report_has_planned_and_measured_memory(tiny_run):
     assert m["calls"] == mem.CALLS and m["batch"] == 1 and m["threads"] == 2
     assert p["planned_bytes"] <= m["working_bytes"]
     assert "fresh process" in et["method"]
+    # where the RSS lies, by mapping: the kinds account for what the load and the calls added
+    b = m["breakdown"]
+    assert b["largest_block_bytes"] > 0 and b["heap_bytes"] >= 0, b
+    added = m["load_added_bytes"] + m["calls_added_bytes"]
+    assert abs(sum(b.values()) - added) <= max(2 << 20, added // 10), (b, added)
+    md = (tiny_run.out / "report.md").read_text()
+    assert f"Memory of executorch-fp32, where the measured RSS lies: {mem.breakdown_text(b)}" in md
+
+
+def test_breakdown_counts_a_moved_mapping_by_its_growth_only():
+    # before: a 50-byte anonymous mapping, the heap, a library; after, the C library has merged the
+    # first into a larger mapping at the same place (+10), mapped a new 400-byte block, the heap
+    # grew by 7 and 3 more bytes of the library's code were touched.
+    before = [(100, 200, "", 50), (300, 400, "[heap]", 20), (500, 600, "/lib/x.so", 5)]
+    after = [(100, 260, "", 60), (300, 400, "[heap]", 27), (500, 600, "/lib/x.so", 8),
+             (1000, 2000, "", 400), (3000, 3100, "[stack]", 4)]
+    b = mem.by_mapping(before, after)
+    assert b == {"largest_block_bytes": 400, "other_anonymous_bytes": 10, "heap_bytes": 7,
+                 "file_bytes": 3, "other_bytes": 4}
+    assert sum(b.values()) == sum(r for *_, r in after) - sum(r for *_, r in before)
+
+
+def test_mappings_are_read_from_smaps(tmp_path):
+    smaps = tmp_path / "smaps"
+    smaps.write_text("7f00-7f80 rw-p 00000000 00:00 0 \nSize:  2 kB\nRss:  1 kB\n"
+                     "5500-5600 rw-p 00000000 00:00 0    [heap]\nRss:  3 kB\n"
+                     "7e00-7e10 r-xp 00000000 08:01 42   /usr/lib/libz.so\nRss:  2 kB\n")
+    assert mem.read_mappings(smaps) == [(0x7f00, 0x7f80, "", 1024), (0x5500, 0x5600, "[heap]", 3072),
+                                        (0x7e00, 0x7e10, "/usr/lib/libz.so", 2048)]
+    assert mem.read_mappings(tmp_path / "none") is None
 
 
 def test_coreml_estimate_is_labelled_and_interpreter_not_measured(tiny_run):
