@@ -106,7 +106,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             fixed_a, fixed_b = _fixed(base), _fixed(q)
             if fixed_a is not None and fixed_b is not None:
                 # What the goal asks of the rest: int8 working <= 1/4 fp32 working needs the int8
-                # arena <= (fp32 working)/4 minus the int8 file's fixed part.
+                # arena <= (fp32 working)/4 minus int8's own fixed part.
                 out.append((fmt, "  fixed part (heap + file pages + other)", _mb(fixed_a), q["precision"],
                             _mb(fixed_b), _ratio(fixed_b, fixed_a)))
                 if work_a:
