@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from echoedge.errors import EchoEdgeError, first_line
 from echoedge.validate.coreml_runner import INTERPRETER_RUNTIME
@@ -271,6 +271,19 @@ def memory_entry(folder: str | Path, entry: dict[str, Any], threads: int, measur
         if out["measured"] is not None:
             out["measured"]["probe_s"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def memory_entries(items: Sequence[tuple[Path, dict[str, Any]]], threads: int, measure_it: bool = True,
+                   log: Path | None = None, workers: int = 2) -> list[dict[str, Any]]:
+    """memory_entry of each (folder, entry), `workers` probes at a time.
+
+    Each probe is a fresh process that spends most of its seconds importing its runtime on one
+    core; RSS is per process, so two side by side measure what each measures alone. Called when
+    nothing timed runs beside them (after validation's latency series)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="memory-probe") as pool:
+        return list(pool.map(lambda fe: memory_entry(fe[0], fe[1], threads, measure_it, log), items))
 
 
 def breakdown_text(b: dict[str, int] | None) -> str | None:

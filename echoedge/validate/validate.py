@@ -101,7 +101,7 @@ def validate(
     from echoedge.model.baseline import resolve_baseline
     from echoedge.model.registry import DEFAULT_MODEL, load
     from echoedge.validate.latency import TimedRunner, host_fingerprint
-    from echoedge.validate.memory import memory_entry
+    from echoedge.validate.memory import memory_entries
     from echoedge.validate.runner import EagerRunner
 
     opt = options or ValidateOptions()
@@ -160,13 +160,19 @@ def validate(
     # XNNPACK delegate", ExecuTorch's threadpool line) go here, never between the status lines.
     chatter = Path(out) / "logs" / "validate.log"
     chatter.parent.mkdir(parents=True, exist_ok=True)
+    validated = []
     for folder in folders:
         t0 = time.perf_counter()
         entry = _validate_one(folder, records, frames, ck.spec, ref_preds, ref_latency, latency_clip,
                               baseline, opt, log, chatter)
-        entry["memory"] = memory_entry(folder, entry, opt.threads, opt.memory, chatter)
         timings[entry["name"]] = time.perf_counter() - t0
+        validated.append((folder, entry))
+    # After every latency series, two probes at a time (echoedge.validate.memory.memory_entries).
+    t0 = time.perf_counter()
+    for (_, entry), mem in zip(validated, memory_entries(validated, opt.threads, opt.memory, chatter)):
+        entry["memory"] = mem
         entries.append(entry)
+    timings["memory"] = time.perf_counter() - t0
     entries.sort(key=lambda e: (_rank(e["format"], ("executorch", "tflite", "coreml")),
                                 _rank(e["precision"], ("fp32", "fp16", "w8", "int8", "w8a8", "int8-full")), e["name"]))
     stress = None

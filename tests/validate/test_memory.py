@@ -139,3 +139,16 @@ def test_memory_is_an_optional_checked_part_of_the_report_schema(tiny_run):
     assert check_report(old) == []  # reports written before it stay valid
     report["artefacts"][0]["memory"]["measured"]["working_bytes"] = "a lot"
     assert any("memory.measured.working_bytes" in p for p in check_report(report))
+
+
+def test_memory_entries_keep_the_order_of_their_artefacts(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_entry(folder, entry, threads, measure_it=True, log=None):
+        seen.append(entry["name"])
+        return {"folder": Path(folder).name, "threads": threads}
+
+    monkeypatch.setattr(mem, "memory_entry", fake_entry)
+    items = [(tmp_path / n, {"name": n}) for n in ("a", "b", "c")]
+    out = mem.memory_entries(items, threads=2, workers=2)
+    assert [o["folder"] for o in out] == ["a", "b", "c"] and sorted(seen) == ["a", "b", "c"]
