@@ -239,7 +239,7 @@ def _quantize(model: Any, ep: Any, example: tuple[Any, ...], clips: np.ndarray |
             prepared(torch.from_numpy(np.ascontiguousarray(clip[None])))
             bar.advance(task)
     converted = convert_pt2e(prepared)
-    shift = take_out_graph_shift(converted, model, clips, OUTPUT_NAMES) if recipe == "whole" else None
+    shift = take_out_graph_shift(converted, model, clips) if recipe == "whole" else None
     return torch.export.export(converted, example), recipe_d, shift
 
 

@@ -101,22 +101,22 @@ def reference_outputs(model: Any, clips: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate([o[k] for o in per_clip]) for k in range(len(per_clip[0]))]
 
 
-def take_out_graph_shift(converted: Any, model: Any, clips: np.ndarray, names: Sequence[str]
-                         ) -> OutputShift | None:
+def take_out_graph_shift(converted: Any, model: Any, clips: np.ndarray) -> OutputShift | None:
     """Measure a converted PT2E graph's output shift on the calibration clips against the eager
     deploy form `model` and subtract it from the graph's output-offset constant; None when the
-    model states no offset. `names` are the model's output names (the offset's k entries belong to
-    the first k). The ExecuTorch converter applies it to the graph it lowers, which computes what
+    model states no offset (its k entries belong to the first k artefact outputs). The ExecuTorch converter applies it to the graph it lowers, which computes what
     the lowered program does up to kernel rounding; debug-quant's simulation of the whole recipe
     applies the same, so that its figures are the recipe's as built."""
     import torch
+
+    from echoedge.convert.artefact import OUTPUT_NAMES
 
     found = offset_buffer(model)
     if found is None:
         return None
     name, k = found
     shift = measure_shift(reference_outputs(fused_qdq(converted), clips), reference_outputs(model, clips),
-                          list(names)[:k], "the converted PT2E graph (what is lowered) on the "
+                          list(OUTPUT_NAMES[:k]), "the converted PT2E graph (what is lowered) on the "
                           "calibration clips, against the eager deploy form")
     # A new tensor, never sub_ in place: torch.export shares buffers with the module it traced,
     # so an in-place change shifted the caller's model too, and with it every later conversion of

@@ -103,7 +103,6 @@ def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = ()
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from echoedge.convert.artefact import OUTPUT_NAMES
     from echoedge.convert.output_shift import take_out_graph_shift
     from echoedge.quantdebug.observers import calibrate, load_observer_stats, prepare_recipe
 
@@ -117,7 +116,7 @@ def simulate_int8(deploy: Any, clips: np.ndarray, keep_float: Sequence[str] = ()
             calibrate(prepared, clips, progress)
         converted = convert_pt2e(prepared)
     if recipe == "whole":
-        take_out_graph_shift(converted, deploy, clips, OUTPUT_NAMES)
+        take_out_graph_shift(converted, deploy, clips)
     return converted
 
 

@@ -45,7 +45,6 @@ def test_executorch_takes_a_known_shift_out_of_the_graph_offset() -> None:
     """A copy of the model whose output offset is off by a known amount stands in for the
     converted graph: the measured shift is that amount, and after the correction the copy's
     outputs equal the model's again (the landmarks untouched throughout)."""
-    from echoedge.convert.artefact import OUTPUT_NAMES
     from echoedge.convert.output_shift import take_out_graph_shift
 
     torch.manual_seed(0)
@@ -54,14 +53,14 @@ def test_executorch_takes_a_known_shift_out_of_the_graph_offset() -> None:
     with torch.no_grad():
         shifted.fa.out_mean.add_(torch.tensor([1.5, -2.0, 0.25]))
     clips = _clips(3, seed=1)
-    shift = take_out_graph_shift(shifted, model, clips, OUTPUT_NAMES)
+    shift = take_out_graph_shift(shifted, model, clips)
     assert shift is not None and shift.outputs == ["ef", "edv", "esv"] and shift.clips == 3
     assert shift.shift == pytest.approx([1.5, -2.0, 0.25], abs=1e-4)
     assert shift.applied_to == "the program's fa.out_mean constant"
     x = _clips(2, seed=2)
     for a, b in zip(reference_outputs(shifted, x), reference_outputs(model, x)):
         np.testing.assert_allclose(a, b, atol=1e-4)
-    assert take_out_graph_shift(torch.nn.Linear(4, 1), torch.nn.Linear(4, 1), clips, OUTPUT_NAMES) is None
+    assert take_out_graph_shift(torch.nn.Linear(4, 1), torch.nn.Linear(4, 1), clips) is None
 
 
 def test_taking_the_shift_out_leaves_the_callers_model_as_it_was() -> None:
