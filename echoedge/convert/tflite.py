@@ -173,6 +173,7 @@ def _refuse_3d_ops(model: Any) -> None:
 class Converted:
     data: bytes  # the .tflite file
     scope: Int8ScopePlan | None = None  # scoped int8 only
+    ranges: dict[str, Any] | None = None  # selective int8: how the activation ranges were measured
 
 
 def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
@@ -202,9 +203,9 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         elif precision == "int8":
-            data, plan = selective_int8(converter, representative, scope, onnx_path,
-                                        float_weights, keep_float, float_glue)
-            return Converted(data, plan)
+            data, plan, ranges = selective_int8(converter, representative, scope, onnx_path,
+                                                float_weights, keep_float, float_glue)
+            return Converted(data, plan, ranges.to_dict())
         elif precision == "int8-full":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
@@ -300,6 +301,8 @@ def _build(model: Any, spec: ClipSpec, tmp: Path, precision: str, clips: np.ndar
         for key in ("strategy", "split", "seed"):
             if key in meta:
                 calib[key] = meta[key]
+        if conv.ranges:
+            calib.update(conv.ranges)
     summary = ops.summary()
     return ArtefactManifest(
         format="tflite",

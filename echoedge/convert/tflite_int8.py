@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from echoedge.convert.tflite_calibration import Ranges
 from echoedge.convert.tflite_ops import GraphOp, tflite_graph
 from echoedge.errors import EchoEdgeError
 
@@ -217,38 +218,50 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
                    scope: Sequence[str] | None = None, onnx_path: Path | None = None,
                    float_weights: Sequence[np.ndarray] = (),
                    keep_float: Sequence[str] = (),
-                   float_glue: bool = False) -> tuple[bytes, Int8ScopePlan | None]:
-    """The selective int8 .tflite bytes of a TFLiteConverter (SavedModel, TFLITE_BUILTINS), and the
+                   float_glue: bool = False) -> tuple[bytes, Int8ScopePlan | None, Ranges]:
+    """The selective int8 .tflite bytes of a TFLiteConverter (SavedModel, TFLITE_BUILTINS), the
     scope plan when `scope` (with the ONNX file the SavedModel came from) limits int8 to the convs
-    of those modules. `float_glue` (the whole recipe, unscoped): WHOLE_FLOAT_OPS and the vector
-    glue (vector_glue_nodes) stay float too. Runs inside the caller's output capture."""
+    of those modules, and how the activation ranges were measured. `float_glue` (the whole recipe,
+    unscoped): WHOLE_FLOAT_OPS and the vector glue (vector_glue_nodes) stay float too. Runs inside
+    the caller's output capture."""
     if float_glue and (scope or len(float_weights)):
         raise EchoEdgeError("the float glue is the unscoped whole recipe's; it does not combine "
                             "with an int8 scope or kept-float convs")
+    import itertools
+
     import tensorflow as tf
 
+    from echoedge.convert.tflite_calibration import calibrate
+
+    def first() -> Iterator[list[np.ndarray]]:
+        # TensorFlow's calibrator sees one clip: it gives the float graph and which tensors take a
+        # range; calibrate() measures the ranges on every clip (tflite_calibration says why).
+        return itertools.islice(representative(), 1)
+
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter.representative_dataset = first
     float_ops = list(FLOAT_OPS_IN_INT8) + (list(WHOLE_FLOAT_OPS) if float_glue else [])
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=representative,
+        converter=converter, debug_dataset=first,
         debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops))
+    ranges = calibrate(bytes(debugger.calibrated_model), representative())
+    # Every quantization below (get_nondebug_quantized_model, the options setter) reads this model.
+    debugger.calibrated_model = ranges.data
     if float_glue:
         # The glue's names exist only in the calibrated graph: read them, then quantize again.
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_ops=float_ops, denylisted_nodes=vector_glue_nodes(bytes(debugger.calibrated_model)))
+            denylisted_ops=float_ops, denylisted_nodes=vector_glue_nodes(ranges.data))
     if not scope and not len(float_weights):
-        return bytes(debugger.get_nondebug_quantized_model()), None
+        return bytes(debugger.get_nondebug_quantized_model()), None, ranges
     if scope and onnx_path is None:
         raise EchoEdgeError("a scoped int8 conversion needs the ONNX file of the SavedModel")
     # Node names exist only once the calibrated graph does: read them from it, then
     # quantize again with the out-of-scope (or kept-float) nodes denylisted (the options setter does).
-    calibrated = bytes(debugger.calibrated_model)
-    plan = (int8_scope_plan(calibrated, onnx_path, scope, float_weights, keep_float) if scope
-            else keep_float_plan(calibrated, float_weights, keep_float))
+    plan = (int8_scope_plan(ranges.data, onnx_path, scope, float_weights, keep_float) if scope
+            else keep_float_plan(ranges.data, float_weights, keep_float))
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=list(FLOAT_OPS_IN_INT8), denylisted_nodes=plan.denylisted_nodes)
-    return bytes(debugger.get_nondebug_quantized_model()), plan
+    return bytes(debugger.get_nondebug_quantized_model()), plan, ranges
 
 
 __all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "WHOLE_FLOAT_OPS", "Int8ScopePlan", "int8_scope", "int8_scope_plan",
