@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", default="ef-stratified:32",
                    help="STRATEGY[:N] drawn from TRAIN (see --calibration-data) for the int8 "
                    "artefacts (default %(default)s: as accurate as 64 on the shipped checkpoint, and "
-                   "TFLite's calibrator takes ~1.7 s per clip)")
+                   "each clip costs every int8 conversion a calibration pass, about 2 s in all)")
     calibration_data_arg(p)
     p.add_argument("--calibration-set", type=Path, default=None,
                    help="reuse a set written by `echo-edge calibrate` instead of drawing one")

@@ -11,8 +11,8 @@ replaced here, for two measured reasons:
   read [-1.0, 2.0] (the ADD after it writes tanh + 1 in place), a MUL [-61.3, 192.5] where its
   values lie in [0, 33.3].
 - **Time.** It runs on one thread with its logging around every op: 2.9 s per 32 x 112 x 112 clip,
-  against 0.55 s here (the same builtin kernels on 2 threads, with every tensor kept): about 90 of
-  the 97 s of `run`'s TFLite int8 conversion.
+  against 0.58 s here (the same builtin kernels on 2 threads, with every tensor kept). It was 90 s
+  of a profiled 144 s TFLite int8 conversion; `run`'s TFLite export went from 153 to 78 s.
 
 What stays TensorFlow's: the float graph (the converter's calibrate-only output on one clip) and
 which tensors get a range (those its calibrator gave one). The statistic is the same, a running

@@ -88,7 +88,8 @@ def run_job(
     formats: list[str] | None = None,
     precisions: list[str] | None = None,
     # 32 clips: simulated ExecuTorch int8 mean |dEF| 0.501 vs 0.532 with 64 (shipped checkpoint,
-    # 24 TEST videos x 2 clips), and TFLite's calibrator costs ~1.7 s per clip on 2 cores.
+    # 24 TEST videos x 2 clips); each clip costs every int8 conversion a calibration pass (TFLite's
+    # 0.6 s, Core ML W8A8's two interpreter passes about 1.2 s).
     calibration: str = "ef-stratified:32",
     calibration_set: Path | None = None,
     options: ValidateOptions | None = None,
