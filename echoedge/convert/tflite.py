@@ -15,6 +15,8 @@
            int8-full  all-integer (TFLITE_BUILTINS_INT8 only) with int8 input and outputs; their
                       scale / zero point are in the manifest's TensorSpecs. For accelerators that
                       need it: on CPU it is slower and less accurate (reference/toolchain.md).
+         Both int8 schemes take their activation ranges from tflite_calibration (measured in the
+         interpreter on every calibration clip), not from TensorFlow's calibrator.
       -> op inspection of the written file (tflite_ops): Flex ops fail every precision, float heavy
          ops fail int8 (scoped int8: float in-scope heavy ops fail it, the out-of-scope ones are
          listed as "float by recipe"); int8 op fraction and the ops left in float go into the manifest
@@ -44,7 +46,7 @@ from echoedge.convert.artefact import (
 from echoedge.convert.golden_vectors import calibration_and_golden, write_golden_vectors
 from echoedge.convert.int8_recipe import DEFAULT_RECIPE, WHOLE_FLOAT_GLUE, check_recipe, present_modules
 from echoedge.convert.tflite_int8 import (
-    FLOAT_OPS_IN_INT8, WHOLE_FLOAT_OPS, Int8ScopePlan, int8_scope, selective_int8,
+    FLOAT_OPS_IN_INT8, WHOLE_FLOAT_OPS, Int8ScopePlan, full_int8, int8_scope, selective_int8,
 )
 from echoedge.convert.tflite_interpreter import (
     DEFAULT_INTERPRETER, SIGNATURE_KEY, golden_check, to_layout,
@@ -207,11 +209,8 @@ def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,
                                                 float_weights, keep_float, float_glue)
             return Converted(data, plan, ranges.to_dict())
         elif precision == "int8-full":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
+            data, ranges = full_int8(converter, representative)
+            return Converted(data, ranges=ranges.to_dict())
         return Converted(bytes(converter.convert()))
 
 

@@ -214,6 +214,45 @@ def _locate_convs(ops: list[GraphOp], const: Callable[[int], np.ndarray | None],
 
 
 # ----------------------------------------------------------------------------- QuantizationDebugger
+def _calibrated(converter: Any, representative: Callable[[], Iterator[list[np.ndarray]]],
+                options: Any) -> tuple[Any, Ranges]:
+    """A QuantizationDebugger on `converter` whose calibrated model holds echo-edge's ranges over
+    every clip of `representative` (tflite_calibration says why not TensorFlow's)."""
+    import itertools
+
+    import tensorflow as tf
+
+    from echoedge.convert.tflite_calibration import calibrate
+
+    def first() -> Iterator[list[np.ndarray]]:
+        # TensorFlow's calibrator sees one clip: it gives the float graph and which tensors take a
+        # range; calibrate() measures the ranges on every clip.
+        return itertools.islice(representative(), 1)
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = first
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=first,
+                                                         debug_options=options)
+    ranges = calibrate(bytes(debugger.calibrated_model), representative())
+    # Every quantization after this (get_nondebug_quantized_model, the options setter) reads it.
+    debugger.calibrated_model = ranges.data
+    return debugger, ranges
+
+
+def full_int8(converter: Any, representative: Callable[[], Iterator[list[np.ndarray]]]) -> tuple[bytes, Ranges]:
+    """Full-integer int8 .tflite bytes with int8 input and output (TFLITE_BUILTINS_INT8), and how
+    the activation ranges were measured. Runs inside the caller's output capture."""
+    import tensorflow as tf
+    # TFLiteConverter's own quantizer call; the QuantizationDebugger's passes no I/O types.
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    debugger, ranges = _calibrated(converter, representative, tf.lite.experimental.QuantizationDebugOptions())
+    data = mlir_quantize(ranges.data, disable_per_channel=converter._experimental_disable_per_channel,
+                         input_data_type=tf.int8, output_data_type=tf.int8)
+    return bytes(data), ranges
+
+
 def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np.ndarray]]],
                    scope: Sequence[str] | None = None, onnx_path: Path | None = None,
                    float_weights: Sequence[np.ndarray] = (),
@@ -227,26 +266,11 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
     if float_glue and (scope or len(float_weights)):
         raise EchoEdgeError("the float glue is the unscoped whole recipe's; it does not combine "
                             "with an int8 scope or kept-float convs")
-    import itertools
-
     import tensorflow as tf
 
-    from echoedge.convert.tflite_calibration import calibrate
-
-    def first() -> Iterator[list[np.ndarray]]:
-        # TensorFlow's calibrator sees one clip: it gives the float graph and which tensors take a
-        # range; calibrate() measures the ranges on every clip (tflite_calibration says why).
-        return itertools.islice(representative(), 1)
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = first
     float_ops = list(FLOAT_OPS_IN_INT8) + (list(WHOLE_FLOAT_OPS) if float_glue else [])
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=first,
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops))
-    ranges = calibrate(bytes(debugger.calibrated_model), representative())
-    # Every quantization below (get_nondebug_quantized_model, the options setter) reads this model.
-    debugger.calibrated_model = ranges.data
+    debugger, ranges = _calibrated(converter, representative,
+                                   tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops))
     if float_glue:
         # The glue's names exist only in the calibrated graph: read them, then quantize again.
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(
@@ -265,4 +289,4 @@ def selective_int8(converter: Any, representative: Callable[[], Iterator[list[np
 
 
 __all__: Sequence[str] = ("FLOAT_OPS_IN_INT8", "WHOLE_FLOAT_OPS", "Int8ScopePlan", "int8_scope", "int8_scope_plan",
-                          "keep_float_plan", "selective_int8", "vector_glue_nodes")
+                          "keep_float_plan", "full_int8", "selective_int8", "vector_glue_nodes")

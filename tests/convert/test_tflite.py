@@ -306,6 +306,10 @@ def test_int8_full_has_int8_io_with_its_quantization_in_the_manifest(artefacts, 
     assert all(t.dtype == "int8" and t.scale > 0 for t in m.outputs)
     info = check_tflite(artefacts["int8-full"] / m.model_file, "int8-full")
     assert info.inputs[0].dtype == "int8" and abs(info.inputs[0].scale - clip.scale) < 1e-12
+    # Both int8 files take their activation ranges from echo-edge's pass, not TensorFlow's calibrator.
+    for p in ("int8", "int8-full"):
+        calib = read_manifest(artefacts[p]).details["quantization"]["calibration"]
+        assert "tflite_calibration" in calib["ranges"] and calib["tensors"] > 0, p
     x = _clips(2, seed=10)
     eager = EagerRunner(deploy)(x)
     with TFLiteRunner(artefacts["int8-full"]) as r:
