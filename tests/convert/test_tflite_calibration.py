@@ -56,7 +56,7 @@ def test_every_range_is_the_tensors_own_min_max_over_all_inputs(first_clip_calib
         np.testing.assert_allclose(got[name], (v.min(), v.max()), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_no_inputs_and_wrong_arity_are_one_line_errors(first_clip_calibrated):
+def test_no_inputs_a_wrong_arity_and_a_nan_are_one_line_errors(first_clip_calibrated):
     calibrated, xs = first_clip_calibrated
     with pytest.raises(EchoEdgeError, match="no calibration clips"):
         calibrate(calibrated, [])
