@@ -104,9 +104,10 @@ def reference_outputs(model: Any, clips: np.ndarray) -> list[np.ndarray]:
 def take_out_graph_shift(converted: Any, model: Any, clips: np.ndarray) -> OutputShift | None:
     """Measure a converted PT2E graph's output shift on the calibration clips against the eager
     deploy form `model` and subtract it from the graph's output-offset constant; None when the
-    model states no offset (its k entries belong to the first k artefact outputs). The ExecuTorch converter applies it to the graph it lowers, which computes what
-    the lowered program does up to kernel rounding; debug-quant's simulation of the whole recipe
-    applies the same, so that its figures are the recipe's as built."""
+    model states no offset (its k entries belong to the first k artefact outputs). The ExecuTorch
+    converter applies it to the graph it lowers, which computes what the lowered program does up to
+    kernel rounding; debug-quant's simulation of the whole recipe applies the same, so that its
+    figures are the recipe's as built."""
     import torch
 
     from echoedge.convert.artefact import OUTPUT_NAMES

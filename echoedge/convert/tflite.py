@@ -175,7 +175,7 @@ def _refuse_3d_ops(model: Any) -> None:
 class Converted:
     data: bytes  # the .tflite file
     scope: Int8ScopePlan | None = None  # scoped int8 only
-    ranges: dict[str, Any] | None = None  # selective int8: how the activation ranges were measured
+    ranges: dict[str, Any] | None = None  # int8, int8-full: how the activation ranges were measured
 
 
 def convert_saved_model(saved: Path, precision: str, clips: np.ndarray | None,

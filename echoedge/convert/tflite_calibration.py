@@ -46,7 +46,7 @@ class Ranges:
     def to_dict(self) -> dict[str, Any]:
         return {"ranges": "running min/max of every calibrated tensor, read in the TFLite "
                           "interpreter with all tensors kept (tflite_calibration.py)",
-                "tensors": self.tensors, "clips": self.clips}
+                "tensors": self.tensors}  # the clips are the calibration set's, stated beside it
 
 
 def _ranged(tensor: Any) -> bool:
