@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from echoedge.validate.agreement import band_agreement, delta_stats
-from echoedge.validate.latency import round_robin
+from echoedge.validate.latency import cpu_line, host_fingerprint, round_robin
 
 GOALS = {"int8_share": 0.95, "size_mb": 2.0, "mean": 0.25, "p95": 0.6, "tflite_ms": 30.0,
          "et_vs_tflite": 1.2, "speedup": 8.0}
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"checkpoint {args.checkpoint.name}, input {spec.input_shape(1)}, batch 1, {args.threads} threads, "
           f"{args.warmup} warm-up + {args.runs} timed calls round-robin (one run)")
+    print(f"host: {cpu_line(host_fingerprint(args.threads))}")
     head = f"{'':<30} {'MB':>6} {'int8 w%':>7} {'float layers':>12} {'p50 ms':>7} {'p90 ms':>7} {'vs eager':>8}"
     print(head)
     print("-" * len(head))

@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from echoedge.convert.export import CONVERTERS, DEFAULT_FORMATS, PRECISIONS, parse_list
     from echoedge.validate.pipeline import run_job
-    from echoedge.validate.report_md import summary_table, truth_lines
+    from echoedge.validate.report_md import host_line, summary_table, truth_lines
 
     formats = parse_list(args.format, tuple(CONVERTERS), "format", DEFAULT_FORMATS)
     precisions = parse_list(args.precision, PRECISIONS, "precision")
@@ -98,6 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(summary_table(report))
     for line in truth_lines(report):
         print(line)
+    print(host_line(report))
     for note in report.get("notes") or []:
         print(f"note: {note}")
     print("stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in job.timings_s.items()))

@@ -100,12 +100,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def print_result(res) -> int:  # res: echoedge.validate.validate.ValidateResult
     """The status table, the reference's figures and where the reports went; the exit code.
     `validate` and `stress` end the same way."""
-    from echoedge.validate.report_md import summary_table, truth_lines
+    from echoedge.validate.report_md import host_line, summary_table, truth_lines
 
     print()
     print(summary_table(res.report))
     for line in truth_lines(res.report):
         print(line)
+    print(host_line(res.report))
     s = res.report["summary"]
     print(("all artefacts passed" if s["passed"] else "a gate failed") +
           f"; wrote {', '.join(str(p) for p in res.files.values())}")

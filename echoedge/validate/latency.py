@@ -1,8 +1,9 @@
 """Latency of a runner on one clip, and the fingerprint of the host that measured it.
 
 A latency figure means nothing without the machine and thread count behind it, so every report
-carries a host fingerprint (CPU model, cores, threads, runtime versions) and its short id; two
-reports with different ids must not be compared as if they were one run.
+carries a host fingerprint (CPU model and generation, SIMD features, cores, threads, runtime
+versions) and its short id; two reports with different ids must not be compared as if they were
+one run.
 """
 
 from __future__ import annotations
@@ -132,6 +133,75 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# The SIMD features that decide which kernels XNNPACK, oneDNN and TFLite pick, and so how fast
+# int8 runs. KVM guests often show a generic model name ("AMD EPYC" on a Zen 3 host with AVX2
+# only) that says nothing of them; the whole-recipe .pte ran 4.0x eager fp32 on a host with
+# AVX-512 VNNI and 2.6x on that one.
+_X86_SIMD = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
+_ARM_SIMD = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "asimdhp")
+# Fields of /proc/cpuinfo that tell CPU generations apart where the model name does not
+# (KVM guests often show a generic name); x86 then Arm.
+_CPU_ID_FIELDS = ("cpu family", "model", "stepping", "cpu implementer", "cpu architecture",
+                  "cpu variant", "cpu part")
+
+
+def _cpuinfo_first_block(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_isa(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's identification fields and the SIMD features among those that pick kernels.
+
+    `cpuinfo` is /proc/cpuinfo's text (read when None). Off Linux: empty fields, no features.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields = _cpuinfo_first_block(cpuinfo)
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    known = _X86_SIMD if "flags" in fields else _ARM_SIMD
+    return {"id": {k: fields[k] for k in _CPU_ID_FIELDS if k in fields},
+            "simd": [f for f in known if f in flags]}
+
+
+def simd_summary(simd: list[str]) -> str:
+    """What the int8 kernels can use, in a few words: "AVX-512 VNNI", "AVX2, no VNNI", ..."""
+    have = set(simd)
+    if {"avx2", "avx512f"} & have:
+        if "amx_int8" in have:
+            return "AMX int8, AVX-512 VNNI" if "avx512_vnni" in have else "AMX int8"
+        if "avx512_vnni" in have:
+            return "AVX-512 VNNI"
+        if "avx512f" in have:
+            return "AVX-512, no VNNI"
+        return "AVX2, AVX-VNNI" if "avx_vnni" in have else "AVX2, no AVX-512, no VNNI"
+    if "asimd" in have:
+        dot = [n for f, n in (("asimddp", "dot product"), ("i8mm", "i8mm"), ("sve", "SVE")) if f in have]
+        return "NEON" + (", " + ", ".join(dot) if dot else ", no dot product")
+    return "unknown SIMD"
+
+
+def cpu_line(host: dict[str, Any]) -> str:
+    """A fingerprint's CPU in one phrase: "AMD EPYC (family 25, model 1; AVX2, no AVX-512, no VNNI)".
+    Reports written before the fingerprint had cpu_id and simd give the model name alone."""
+    ident = ", ".join(f"{k.removeprefix('cpu ')} {v}" for k, v in (host.get("cpu_id") or {}).items()
+                      if k != "stepping")
+    parts = [p for p in (ident, simd_summary(host["simd"]) if "simd" in host else "") if p]
+    return host["cpu_model"] + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def runtime_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -145,13 +215,17 @@ def runtime_versions() -> dict[str, str]:
 
 
 def host_fingerprint(threads: int) -> dict[str, Any]:
-    """CPU model, cores, threads, OS and runtime versions, plus a short id over all of them."""
+    """CPU model and generation (cpu_id), its kernel-picking SIMD features, cores, threads, OS and
+    runtime versions, plus a short id over all of them."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 0
+    isa = cpu_isa()
     fp = {
         "cpu_model": cpu_model(),
+        "cpu_id": isa["id"],
+        "simd": isa["simd"],
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "logical_cores": os.cpu_count() or 0,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from echoedge import atomic
+from echoedge.validate.latency import cpu_line
 from echoedge.validate.report_md import (columns, fmt, landmark_cell, load_note, memory_lines, status_rows,
                                          truth_lines)
 
@@ -146,7 +147,7 @@ def bars_figure(report: dict[str, Any]) -> str:
     a2.set(yticks=y, yticklabels=names, xlabel="model file size, MB")
     a2.invert_yaxis()
     host = report["host"]
-    fig.suptitle(f"batch 1, {host['threads']} threads, {host['cpu_model']}", fontsize=9)
+    fig.suptitle(f"batch 1, {host['threads']} threads, {cpu_line(host)}", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
@@ -261,7 +262,7 @@ def render_html(report: dict[str, Any]) -> str:
     if report.get("debug_quant"):  # added by `echo-edge debug-quant --report`
         parts.append(debug_quant_html(report["debug_quant"]))
     versions = ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items())
-    parts.append(f"<h2>Host</h2><p class='meta'>id <code>{_e(host['id'])}</code>: {_e(host['cpu_model'])}, "
+    parts.append(f"<h2>Host</h2><p class='meta'>id <code>{_e(host['id'])}</code>: {_e(cpu_line(host))}, "
                  f"{host['logical_cores']} logical cores, {host['threads']} threads{_e(load_note(host))}, {_e(host.get('os', ''))}; "
                  f"{_e(versions)}. Latency figures from hosts with different ids are not comparable.</p>")
     parts.append("</body></html>\n")

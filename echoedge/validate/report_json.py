@@ -84,7 +84,8 @@ SCHEMA: dict[str, Any] = {"type": "object", "optional": {"stress": _STRESS}, "re
     "settings": {"type": "object", "required": {
         "threads": ("integer",), "latency_runs": ("integer",), "warmup": ("integer",),
         "bootstrap": ("integer",), "seed": ("integer",), "worst_n": ("integer",)}},
-    "host": {"type": "object", "required": {
+    # cpu_id and simd: optional, so reports written before the fingerprint had them stay valid.
+    "host": {"type": "object", "optional": {"cpu_id": ("object",), "simd": ("array",)}, "required": {
         "id": ("string",), "cpu_model": ("string",), "logical_cores": ("integer",),
         "threads": ("integer",), "runtime_versions": ("object",)}},
     "reference": {"type": "object", "required": {

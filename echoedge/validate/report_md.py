@@ -7,6 +7,7 @@ from typing import Any
 
 from echoedge import atomic
 from echoedge.model.evaluate import NO_TRACED_FRAME_SEEN, NO_TRACINGS, NOT_PRODUCED
+from echoedge.validate.latency import cpu_line
 
 STATUS_MARK = {"PASS": "✅ PASS", "FAIL_ACCURACY": "❌ FAIL_ACCURACY", "FAIL_RUNTIME": "❌ FAIL_RUNTIME",
                "SKIPPED_PLATFORM": "⏭️ SKIPPED_PLATFORM"}
@@ -73,6 +74,14 @@ def truth_lines(report: dict[str, Any]) -> list[str]:
     if b is not None:  # reports written before the baseline was recorded lack it
         lines.append(f"Baseline: {b['description']}" + (f": EF MAE {b['mae']:.2f}" if b.get("mae") is not None else ""))
     return lines
+
+
+def host_line(report: dict[str, Any]) -> str:
+    """Where the latencies were measured, for the CLI under the status table: a speed-up of int8
+    over fp32 depends on the CPU's SIMD (latency.cpu_line) as much as on the model."""
+    host = report["host"]
+    return (f"Latency: batch 1, {host['threads']} threads, {cpu_line(host)}, "
+            f"host {host['id']}{load_note(host)}")
 
 
 def status_rows(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -190,7 +199,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         for name, w in worst:
             lines.append(f"| {name} | {w['file_name']} | {w['ef_true']:.1f} | {w['ef_reference']:.2f} | "
                          f"{w['ef']:.2f} | {w['delta_ef']:+.3f} |")
-    lines += ["", f"Host `{host['id']}`: {host['cpu_model']}, {host['logical_cores']} cores, "
+    lines += ["", f"Host `{host['id']}`: {cpu_line(host)}, {host['logical_cores']} cores, "
               f"{host['threads']} threads{load_note(host)}; " + ", ".join(f"{k} {v}" for k, v in host["runtime_versions"].items()), ""]
     if report.get("realtime"):  # `run`: the smallest real-time hop per artefact
         from echoedge.validate.realtime import markdown_lines as realtime_lines

@@ -139,3 +139,41 @@ def test_timed_runner_reuses_accuracy_calls_and_round_robin_times_each_runner():
     a, b = Counting(), Counting()
     rows = round_robin({"a": a, "b": b}, np.zeros((1, 1, 2, 4, 4), np.float32), runs=5, warmup=2)
     assert a.calls == b.calls == 7 and rows["a"].runs == rows["b"].runs == 5
+
+
+# Two CPUs that show the same generic model name in a KVM guest: one with AVX-512 VNNI, one with
+# AVX2 only (the Zen 3 lines are this project's host on 2026-12-08).
+_ZEN4 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+         "model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw "
+         "avx512vl avx512_vnni avx512_bf16\n\nprocessor\t: 1\ncpu family\t: 99\n")
+_ZEN3 = ("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+         "flags\t\t: fpu sse2 avx avx2 fma sha_ni\n")
+_ARM = ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd asimddp i8mm sve\n"
+        "CPU implementer\t: 0x41\nCPU part\t: 0xd40\n")
+
+
+def test_cpu_isa_tells_apart_cpus_that_share_a_model_name(monkeypatch):
+    from echoedge.validate import latency
+    from echoedge.validate.latency import cpu_isa, cpu_line, simd_summary
+
+    zen4, zen3, arm = cpu_isa(_ZEN4), cpu_isa(_ZEN3), cpu_isa(_ARM)
+    assert zen4["id"] == {"cpu family": "25", "model": "17", "stepping": "1"}  # first CPU only
+    assert zen4["simd"] == ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
+    assert zen3["simd"] == ["avx2", "fma"] and zen3["id"]["model"] == "1"
+    assert arm == {"id": {"cpu implementer": "0x41", "cpu part": "0xd40"},
+                   "simd": ["asimd", "asimddp", "i8mm", "sve"]}
+    assert simd_summary(zen4["simd"]) == "AVX-512 VNNI"
+    assert simd_summary(zen3["simd"]) == "AVX2, no AVX-512, no VNNI"
+    assert simd_summary(arm["simd"]) == "NEON, dot product, i8mm, SVE"
+    assert cpu_isa("") == {"id": {}, "simd": []} and simd_summary([]) == "unknown SIMD"
+
+    ids = set()
+    for text in (_ZEN4, _ZEN3):
+        monkeypatch.setattr(latency, "cpu_isa", lambda text=text: cpu_isa(text))
+        fp = latency.host_fingerprint(2)
+        assert fp["simd"] == cpu_isa(text)["simd"] and fp["cpu_id"] == cpu_isa(text)["id"]
+        ids.add(fp["id"])
+    assert len(ids) == 2  # the same model name, two ids: their latencies are not comparable
+    assert cpu_line({"cpu_model": "AMD EPYC", "cpu_id": zen3["id"], "simd": zen3["simd"]}) == \
+        "AMD EPYC (family 25, model 1; AVX2, no AVX-512, no VNNI)"
+    assert cpu_line({"cpu_model": "AMD EPYC"}) == "AMD EPYC"  # a report from before cpu_id and simd

@@ -63,6 +63,13 @@ def test_run_end_to_end_on_tiny_config(tiny_run):
     # the printed summary names the status and the report
     assert "executorch-fp32" in tiny_run.stdout and "PASS" in tiny_run.stdout
     assert str(out / "report.html") in tiny_run.stdout
+    # ... and the CPU the latencies were measured on, with the SIMD the int8 kernels could use
+    from echoedge.validate.latency import cpu_line
+
+    host = report["host"]
+    assert isinstance(host["simd"], list) and isinstance(host["cpu_id"], dict)
+    assert f"Latency: batch 1, 2 threads, {cpu_line(host)}, host {host['id']}" in tiny_run.stdout
+    assert cpu_line(host) in (out / "report.md").read_text()
 
 
 def test_run_reuses_artefacts_built_from_the_same_checkpoint(tiny_run, tmp_path: Path, capsys):
