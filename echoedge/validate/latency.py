@@ -140,8 +140,8 @@ def cpu_model() -> str:
 _X86_SIMD = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
              "avx512_bf16", "avx512_fp16", "amx_int8", "amx_bf16")
 _ARM_SIMD = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2", "asimdhp")
-# Fields of /proc/cpuinfo that tell CPU generations apart where the model name does not
-# (KVM guests often show a generic name); x86 then Arm.
+# Fields of /proc/cpuinfo that tell CPU generations apart where the model name does not; x86
+# then Arm.
 _CPU_ID_FIELDS = ("cpu family", "model", "stepping", "cpu implementer", "cpu architecture",
                   "cpu variant", "cpu part")
 
@@ -158,16 +158,43 @@ def _cpuinfo_first_block(text: str) -> dict[str, str]:
     return fields
 
 
+# macOS has no /proc/cpuinfo; `sysctl hw.optional` names the same features its own way.
+_DARWIN_SIMD = {"hw.optional.avx2_0": "avx2", "hw.optional.fma": "fma",
+                "hw.optional.avx512f": "avx512f", "hw.optional.avx512bw": "avx512bw",
+                "hw.optional.avx512vl": "avx512vl", "hw.optional.avx512vnni": "avx512_vnni",
+                "hw.optional.neon": "asimd", "hw.optional.arm.FEAT_DotProd": "asimddp",
+                "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_BF16": "bf16",
+                "hw.optional.arm.FEAT_FP16": "asimdhp"}
+
+
+def darwin_simd(sysctl_text: str) -> list[str]:
+    """The features `sysctl hw.optional` reports as 1, in this module's (Linux) names."""
+    on = {k.strip() for k, _, v in (line.partition(":") for line in sysctl_text.splitlines())
+          if v.strip() == "1"}
+    names = {n for key, n in _DARWIN_SIMD.items() if key in on}
+    return [f for f in (*_X86_SIMD, *_ARM_SIMD) if f in names]
+
+
 def cpu_isa(cpuinfo: str | None = None) -> dict[str, Any]:
     """The CPU's identification fields and the SIMD features among those that pick kernels.
 
-    `cpuinfo` is /proc/cpuinfo's text (read when None). Off Linux: empty fields, no features.
+    `cpuinfo` is /proc/cpuinfo's text (read when None). On macOS the features come from
+    `sysctl hw.optional`; elsewhere without /proc/cpuinfo: no fields, no features.
     """
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
                 cpuinfo = f.read()
         except OSError:
+            if platform.system() == "Darwin":
+                import subprocess
+
+                try:
+                    out = subprocess.run(["sysctl", "hw.optional"], capture_output=True,
+                                         text=True, timeout=10).stdout
+                except (OSError, subprocess.SubprocessError):
+                    out = ""
+                return {"id": {}, "simd": darwin_simd(out)}
             cpuinfo = ""
     fields = _cpuinfo_first_block(cpuinfo)
     flags = set((fields.get("flags") or fields.get("features") or "").split())
@@ -177,7 +204,7 @@ def cpu_isa(cpuinfo: str | None = None) -> dict[str, Any]:
 
 
 def simd_summary(simd: list[str]) -> str:
-    """What the int8 kernels can use, in a few words: "AVX-512 VNNI", "AVX2, no VNNI", ..."""
+    """What the int8 kernels can use, in a few words: "AVX-512 VNNI", "NEON, dot product", ..."""
     have = set(simd)
     if {"avx2", "avx512f"} & have:
         if "amx_int8" in have:

@@ -166,6 +166,9 @@ def test_cpu_isa_tells_apart_cpus_that_share_a_model_name(monkeypatch):
     assert simd_summary(zen3["simd"]) == "AVX2, no AVX-512, no VNNI"
     assert simd_summary(arm["simd"]) == "NEON, dot product, i8mm, SVE"
     assert cpu_isa("") == {"id": {}, "simd": []} and simd_summary([]) == "unknown SIMD"
+    m2 = "hw.optional.neon: 1\nhw.optional.arm.FEAT_DotProd: 1\nhw.optional.arm.FEAT_I8MM: 1\n" \
+         "hw.optional.arm.FEAT_SME: 0\nhw.optional.avx2_0: 0\n"
+    assert latency.darwin_simd(m2) == ["asimd", "asimddp", "i8mm"]  # macOS: sysctl hw.optional
 
     ids = set()
     for text in (_ZEN4, _ZEN3):
