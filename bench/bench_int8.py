@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from echoedge.validate.agreement import band_agreement, delta_stats
-from echoedge.validate.latency import cpu_line, host_fingerprint, round_robin
+from echoedge.validate.latency import LoadWindow, cpu_line, host_fingerprint, round_robin
 
 GOALS = {"int8_share": 0.95, "size_mb": 2.0, "mean": 0.25, "p95": 0.6, "tflite_ms": 30.0,
          "et_vs_tflite": 1.2, "speedup": 8.0}
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     runners = {"eager fp32": reference}
     runners.update({name: open_runner(folder, threads=args.threads) for name, folder in folders.items()})
     clip = calib.clips[:1].copy()
+    window = LoadWindow()
     lat = {k: v.to_dict() for k, v in round_robin(runners, clip, args.runs, args.warmup).items()}
+    load = window.stop()
     base = lat["eager fp32"]["p50_ms"]
 
     def drift(root_dir: Path, videos: int, clips: int, what: str) -> dict[str, Any]:
@@ -135,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"checkpoint {args.checkpoint.name}, input {spec.input_shape(1)}, batch 1, {args.threads} threads, "
           f"{args.warmup} warm-up + {args.runs} timed calls round-robin (one run)")
-    print(f"host: {cpu_line(host_fingerprint(args.threads))}")
+    print(f"host: {cpu_line(host_fingerprint(args.threads))}"
+          + (f"; while timing, other processes {load['other_processes_cores']:.2f} cores, steal "
+             f"{100 * load['steal_share']:.0f} %" if load else ""))
     head = f"{'':<30} {'MB':>6} {'int8 w%':>7} {'float layers':>12} {'p50 ms':>7} {'p90 ms':>7} {'vs eager':>8}"
     print(head)
     print("-" * len(head))

@@ -241,6 +241,55 @@ def runtime_versions() -> dict[str, str]:
     return out
 
 
+def _proc_stat() -> tuple[float, float, float] | None:
+    """(busy, steal, total) CPU seconds of all CPUs since boot, from /proc/stat (None off Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(ticks) < 8:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks  # guest time is inside user
+    busy = user + nice + system + irq + softirq
+    return busy / hz, steal / hz, (busy + idle + iowait + steal) / hz
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process's threads and of its children that have been waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadWindow:
+    """How much CPU other processes used, and the hypervisor stole, while this process timed:
+    from its creation to `stop()`.
+
+    The 1-minute load average cannot say it: in `run` it still counts the conversions that
+    finished just before validation, and it counts this process's own threads. Here the CPU time
+    of every process (/proc/stat) minus this process's own (os.times, waited-for children
+    included) over the window is what others used; the steal share is the time the vCPUs waited
+    for the host.
+    """
+
+    def __init__(self) -> None:
+        self._start = (_proc_stat(), _own_cpu_s(), time.perf_counter())
+
+    def stop(self) -> dict[str, float] | None:
+        """The window's figures (None where /proc/stat cannot be read)."""
+        end = (_proc_stat(), _own_cpu_s(), time.perf_counter())
+        if self._start[0] is None or end[0] is None:
+            return None
+        (b0, st0, tot0), own0, w0 = self._start
+        (b1, st1, tot1), own1, w1 = end
+        wall = w1 - w0
+        if wall <= 0 or tot1 <= tot0:
+            return None
+        return {"other_processes_cores": round(max(0.0, (b1 - b0) - (own1 - own0)) / wall, 2),
+                "steal_share": round((st1 - st0) / (tot1 - tot0), 3), "window_s": round(wall, 1)}
+
+
 def host_fingerprint(threads: int) -> dict[str, Any]:
     """CPU model and generation (cpu_id), its kernel-picking SIMD features, cores, threads, OS and
     runtime versions, plus a short id over all of them."""

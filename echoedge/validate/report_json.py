@@ -84,8 +84,10 @@ SCHEMA: dict[str, Any] = {"type": "object", "optional": {"stress": _STRESS}, "re
     "settings": {"type": "object", "required": {
         "threads": ("integer",), "latency_runs": ("integer",), "warmup": ("integer",),
         "bootstrap": ("integer",), "seed": ("integer",), "worst_n": ("integer",)}},
-    # cpu_id and simd: optional, so reports written before the fingerprint had them stay valid.
-    "host": {"type": "object", "optional": {"cpu_id": ("object",), "simd": ("array",)}, "required": {
+    # cpu_id, simd and load_while_timing: optional, so reports written before them stay valid.
+    "host": {"type": "object", "optional": {
+        "cpu_id": ("object",), "simd": ("array",), "load_while_timing": {"type": "object", "required": {
+            "other_processes_cores": NUM, "steal_share": NUM, "window_s": NUM}}}, "required": {
         "id": ("string",), "cpu_model": ("string",), "logical_cores": ("integer",),
         "threads": ("integer",), "runtime_versions": ("object",)}},
     "reference": {"type": "object", "required": {

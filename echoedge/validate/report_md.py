@@ -361,8 +361,19 @@ def memory_lines(report: dict[str, Any]) -> list[str]:
         if (text := breakdown_text(((e.get("memory") or {}).get("measured") or {}).get("breakdown")))]
 
 
+# Other work while the latencies were timed (latency.LoadWindow) that marks the figures as
+# inflated: a quarter of a core's time or more taken by other processes, or 10 % stolen.
+BUSY_OTHER_CORES = 0.25
+BUSY_STEAL = 0.10
+
+
 def load_note(host: dict[str, Any]) -> str:
-    load = host.get("load_average_1m")
+    w = host.get("load_while_timing")
+    if w:
+        busy = w["other_processes_cores"] >= BUSY_OTHER_CORES or w["steal_share"] >= BUSY_STEAL
+        return (f", other processes {w['other_processes_cores']:.2f} cores and steal "
+                f"{100 * w['steal_share']:.0f} % while timing" + (" — busy host: latency inflated" if busy else ""))
+    load = host.get("load_average_1m")  # reports written before load_while_timing
     if load is None:
         return ""
     busy = " — busy host: latency inflated" if load > host.get("logical_cores", 0) else ""

@@ -100,7 +100,7 @@ def validate(
     from echoedge.data.echonet import EchoNet
     from echoedge.model.baseline import resolve_baseline
     from echoedge.model.registry import DEFAULT_MODEL, load
-    from echoedge.validate.latency import TimedRunner, host_fingerprint
+    from echoedge.validate.latency import LoadWindow, TimedRunner, host_fingerprint
     from echoedge.validate.memory import memory_entries
     from echoedge.validate.runner import EagerRunner
 
@@ -129,6 +129,7 @@ def validate(
     latency_clip = _latency_clip(records[0], frames, ck.spec)
     timings: dict[str, float] = {}
 
+    window = LoadWindow()  # other work on the host while the latencies are timed
     t0 = time.perf_counter()
     log(f"reference: eager fp32 {Path(checkpoint).name} on {len(records)} {opt.split} videos "
         f"x {opt.clips_per_video or 'all'} clips")
@@ -167,6 +168,7 @@ def validate(
                               baseline, opt, log, chatter)
         timings[entry["name"]] = time.perf_counter() - t0
         validated.append((folder, entry))
+    load_while_timing = window.stop()
     # After every latency series, two probes at a time (echoedge.validate.memory.memory_entries).
     t0 = time.perf_counter()
     for (_, entry), mem in zip(validated, memory_entries(validated, opt.threads, opt.memory, chatter)):
@@ -201,7 +203,8 @@ def validate(
         "settings": {"threads": opt.threads, "latency_runs": opt.latency_runs, "warmup": opt.warmup,
                      "bootstrap": opt.bootstrap, "seed": opt.seed, "worst_n": opt.worst_n,
                      "batch_size": opt.batch_size},
-        "host": host_fingerprint(opt.threads),
+        "host": {**host_fingerprint(opt.threads),
+                 **({"load_while_timing": load_while_timing} if load_while_timing else {})},
         "reference": reference,
         "artefacts": entries,
         "notes": list(notes),

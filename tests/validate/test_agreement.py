@@ -180,3 +180,37 @@ def test_cpu_isa_tells_apart_cpus_that_share_a_model_name(monkeypatch):
     assert cpu_line({"cpu_model": "AMD EPYC", "cpu_id": zen3["id"], "simd": zen3["simd"]}) == \
         "AMD EPYC (family 25, model 1; AVX2, no AVX-512, no VNNI)"
     assert cpu_line({"cpu_model": "AMD EPYC"}) == "AMD EPYC"  # a report from before cpu_id and simd
+
+
+def test_load_window_counts_other_processes_not_this_one():
+    import subprocess
+    import sys
+    import time
+
+    from echoedge.validate.latency import LoadWindow
+    from echoedge.validate.report_md import load_note
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    window = LoadWindow()
+    t = time.process_time()
+    while time.process_time() - t < 0.5:  # this process's own work: not "other processes"
+        pass
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a child waited for: this one's too
+    w = window.stop()
+    assert w is not None and w["window_s"] > 1.0 and 0 <= w["steal_share"] <= 1
+    assert w["other_processes_cores"] < 0.5, w
+
+    window = LoadWindow()
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    time.sleep(1.5)  # it burns 1 s of CPU; not waited for before stop(): another process's time
+    w = window.stop()
+    child.wait()
+    assert w["other_processes_cores"] > 0.3, w
+
+    host = {"logical_cores": 2, "load_average_1m": 2.4,
+            "load_while_timing": {"other_processes_cores": 0.02, "steal_share": 0.004, "window_s": 90.0}}
+    assert load_note(host) == ", other processes 0.02 cores and steal 0 % while timing"
+    host["load_while_timing"]["other_processes_cores"] = 0.8
+    assert load_note(host).endswith("busy host: latency inflated")
+    del host["load_while_timing"]  # a report from before the window: the load average
+    assert load_note(host) == ", 1-min load 2.4 — busy host: latency inflated"
