@@ -290,9 +290,10 @@ class LoadWindow:
                 "steal_share": round((st1 - st0) / (tot1 - tot0), 3), "window_s": round(wall, 1)}
 
 
-def host_fingerprint(threads: int) -> dict[str, Any]:
+def host_fingerprint(threads: int, load_while_timing: dict[str, float] | None = None) -> dict[str, Any]:
     """CPU model and generation (cpu_id), its kernel-picking SIMD features, cores, threads, OS and
-    runtime versions, plus a short id over all of them."""
+    runtime versions, plus a short id over all of them; `load_while_timing` (LoadWindow.stop's
+    figures, not part of the id) is added when given."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -316,4 +317,6 @@ def host_fingerprint(threads: int) -> dict[str, Any]:
         fp["load_average_1m"] = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         fp["load_average_1m"] = None
+    if load_while_timing:
+        fp["load_while_timing"] = load_while_timing
     return fp

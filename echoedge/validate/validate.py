@@ -129,8 +129,7 @@ def validate(
     latency_clip = _latency_clip(records[0], frames, ck.spec)
     timings: dict[str, float] = {}
 
-    window = LoadWindow()  # other work on the host while the latencies are timed
-    t0 = time.perf_counter()
+    window, t0 = LoadWindow(), time.perf_counter()  # the window: other work while we time
     log(f"reference: eager fp32 {Path(checkpoint).name} on {len(records)} {opt.split} videos "
         f"x {opt.clips_per_video or 'all'} clips")
     ref_runner = TimedRunner(EagerRunner(ck.runnable, threads=opt.threads, name="reference",
@@ -168,9 +167,8 @@ def validate(
                               baseline, opt, log, chatter)
         timings[entry["name"]] = time.perf_counter() - t0
         validated.append((folder, entry))
-    load_while_timing = window.stop()
     # After every latency series, two probes at a time (echoedge.validate.memory.memory_entries).
-    t0 = time.perf_counter()
+    load_while_timing, t0 = window.stop(), time.perf_counter()
     for (_, entry), mem in zip(validated, memory_entries(validated, opt.threads, opt.memory, chatter)):
         entry["memory"] = mem
         entries.append(entry)
@@ -203,8 +201,7 @@ def validate(
         "settings": {"threads": opt.threads, "latency_runs": opt.latency_runs, "warmup": opt.warmup,
                      "bootstrap": opt.bootstrap, "seed": opt.seed, "worst_n": opt.worst_n,
                      "batch_size": opt.batch_size},
-        "host": {**host_fingerprint(opt.threads),
-                 **({"load_while_timing": load_while_timing} if load_while_timing else {})},
+        "host": host_fingerprint(opt.threads, load_while_timing),
         "reference": reference,
         "artefacts": entries,
         "notes": list(notes),

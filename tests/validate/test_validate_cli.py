@@ -68,6 +68,7 @@ def test_run_end_to_end_on_tiny_config(tiny_run):
 
     host = report["host"]
     assert isinstance(host["simd"], list) and isinstance(host["cpu_id"], dict)
+    assert host["load_while_timing"]["window_s"] > 0  # other work measured while timing
     assert f"Latency: batch 1, 2 threads, {cpu_line(host)}, host {host['id']}" in tiny_run.stdout
     assert cpu_line(host) in (out / "report.md").read_text()
 
