@@ -7,7 +7,7 @@ kernels are grouped by kind (convolution, fully connected, data movement, quanti
 element-wise, portable ops), and the time no kernel accounts for is shown as delegate and
 runtime overhead. With the checkpoint's multiply-adds (echoedge.model.info) it prints the
 convolutions' and fully connected layers' throughput, the figure that bounds how fast the file
-can get on this CPU: at that throughput, the multiply-adds alone take `mac-bound` ms.
+can get on this CPU, and the time the rest of the file takes.
 
 The event tracer adds a little time per event; the totals here are a breakdown, not the latency
 figure (`bench_int8.py` and `echo-edge validate` time without it). Kernel times do not depend on
